@@ -1,0 +1,169 @@
+"""Runtime configuration, read once from the environment (and an optional `.env`).
+
+The environment variable names are the product's contract with operators; see `.env.example`
+and the README's configuration table. Secrets are `SecretStr` so they never print, log or
+serialise by accident: call `.get_secret_value()` only at the moment a request is built.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Project root = the folder holding pyproject.toml; relative paths in settings resolve against it
+# so that `make demo`, the Dagster UI and the tests agree on where `data/` is.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+DEFAULT_OMETRIA_API_URL = "https://api.ometria.com/v2"
+
+
+class SettingsError(RuntimeError):
+    """Raised at start-up when a setting is invalid; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- SAP Business One Service Layer -------------------------------------------------
+    sap_b1_service_layer_url: str | None = Field(
+        default=None,
+        description="Service root, e.g. https://sap:50000/b1s/v2. Unset: the embedded demo company.",
+    )
+    sap_b1_company_db: str = "SBODEMOGB"
+    sap_b1_username: str = "manager"
+    sap_b1_password: SecretStr = SecretStr("demo-password")
+    sap_b1_ca_bundle: Path | None = Field(
+        default=None, description="PEM bundle to trust a self-signed Service Layer certificate."
+    )
+    sap_b1_verify_tls: bool = Field(
+        default=True, description="Never turn off in production; use SAP_B1_CA_BUNDLE instead."
+    )
+    sap_b1_page_size: int = Field(default=500, ge=1, le=10_000)
+    sap_b1_timeout_s: float = Field(default=60.0, gt=0)
+    sap_b1_max_retries: int = Field(default=4, ge=0, le=20)
+    sap_b1_overlap_minutes: int = Field(
+        default=10, ge=0, le=24 * 60,
+        description="Incremental reads re-read this many minutes before the watermark.",
+    )
+
+    # --- Warehouse and company ----------------------------------------------------------
+    sap_ometria_duckdb_path: Path = Path("data/warehouse.duckdb")
+    sap_ometria_timezone: str = Field(
+        default="Europe/London",
+        description="Company time zone: SAP's timestamps carry no offset (the v2 'Z' is nominal).",
+    )
+    sap_ometria_mapping: Path | None = Field(
+        default=None, description="Mapping YAML; unset uses data/mapping.yaml."
+    )
+    sap_ometria_outbox_dir: Path = Path("data/outbox")
+    sap_ometria_demo_dir: Path = Field(
+        default=Path("data/demo"), description="State of the embedded demo emulators."
+    )
+    sap_ometria_demo_scale: float = Field(default=1.0, gt=0, le=1000)
+    sap_ometria_demo_seed: int = 42
+    sap_ometria_alert_webhook: SecretStr | None = None
+
+    # --- Ometria ------------------------------------------------------------------------
+    ometria_api_url: str | None = Field(
+        default=None,
+        description="Unset: the embedded Ometria emulator (demo). Production: https://api.ometria.com/v2",
+    )
+    ometria_api_key: SecretStr | None = None
+    ometria_dry_run: bool = False
+    ometria_rate_limit_per_s: float = Field(default=4.0, gt=0, le=100)
+    ometria_timeout_s: float = Field(default=30.0, gt=0)
+    ometria_max_retries: int = Field(default=5, ge=0, le=20)
+    ometria_collection: str = Field(
+        default="sap_b1", validation_alias=AliasChoices("OMETRIA_COLLECTION"),
+        description="Contact @collection, so SAP blanks never overwrite web data.",
+    )
+
+    @field_validator("sap_ometria_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("sap_b1_service_layer_url", "ometria_api_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    # --- Derived ----------------------------------------------------------------------
+    @property
+    def uses_embedded_sap(self) -> bool:
+        return self.sap_b1_service_layer_url is None
+
+    @property
+    def uses_embedded_ometria(self) -> bool:
+        return self.ometria_api_url is None
+
+    @property
+    def ometria_is_dry_run(self) -> bool:
+        """Dry run when asked, or when a real Ometria URL is named without an API key."""
+        if self.ometria_dry_run:
+            return True
+        return (not self.uses_embedded_ometria) and self.ometria_api_key is None
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.resolve(self.sap_ometria_duckdb_path)
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.resolve(self.sap_ometria_outbox_dir)
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.resolve(self.sap_ometria_demo_dir)
+
+    @property
+    def mapping_path(self) -> Path:
+        return self.resolve(self.sap_ometria_mapping or Path("data/mapping.yaml"))
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.sap_ometria_timezone)
+
+
+def load_settings(**overrides) -> Settings:
+    """Read settings; an invalid value raises SettingsError naming the environment variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]).upper() if err["loc"] else "?"
+            # never echo a secret's value back
+            shown = "" if "PASSWORD" in name or "KEY" in name or "WEBHOOK" in name else f" (got {err.get('input')!r})"
+            problems.append(f"{name}: {err['msg']}{shown}")
+        raise SettingsError("Invalid configuration: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def _cached() -> Settings:
+    return load_settings()
+
+
+def get_settings(refresh: bool = False) -> Settings:
+    """Process-wide settings. Tests call `get_settings(refresh=True)` after changing the env."""
+    if refresh:
+        _cached.cache_clear()
+    return _cached()
+

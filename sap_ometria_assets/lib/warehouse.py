@@ -1,0 +1,108 @@
+"""The DuckDB warehouse: one file, one writer at a time, a schema per layer.
+
+Schemas: `sap_raw` (landed SAP tables), `sap_history` (SCD2 change history), `sap_meta`
+(watermarks, extract column lists), `ometria` (Ometria-ready records), `ometria_push` (ledger,
+request audit, Ometria's reported errors), `ops` (exceptions, alerts), `recon` (reconciliation).
+
+DuckDB lets one process hold the file for writing. Every step opens a connection, does its
+work and closes it; `connect()` waits (bounded) when another process holds the lock instead of
+failing the run, and says which file was locked when it finally gives up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+SCHEMAS = ("sap_raw", "sap_history", "sap_meta", "ometria", "ometria_push", "ops", "recon")
+
+
+class WarehouseLockedError(RuntimeError):
+    """The DuckDB file stayed locked by another process for longer than we wait."""
+
+
+@contextmanager
+def connect(path: str | Path, read_only: bool = False, wait_s: float = 120.0) -> Iterator[
+    duckdb.DuckDBPyConnection
+]:
+    """Open the warehouse, waiting up to `wait_s` for another process to release its lock."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                if "lock" in str(exc).lower():
+                    raise WarehouseLockedError(
+                        f"DuckDB file {path} is locked by another process (waited {wait_s:.0f}s). "
+                        "Is a second sync or a duckdb CLI session holding it open?"
+                    ) from exc
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    try:
+        if not read_only:
+            for schema in SCHEMAS:
+                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        yield con
+    finally:
+        con.close()
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def read_table(con: duckdb.DuckDBPyConnection, schema: str, table: str,
+               where: str | None = None, params: list | None = None) -> pl.DataFrame:
+    """A whole table (or a filtered part) as a polars frame; duckdb 2.x safe."""
+    sql = f'SELECT * FROM "{schema}"."{table}"'
+    if where:
+        sql += f" WHERE {where}"
+    return con.sql(sql, params=params or []).pl()
+
+
+def write_table(con: duckdb.DuckDBPyConnection, schema: str, table: str, df: pl.DataFrame) -> None:
+    """Replace a table with a frame (empty frames still create a typed, empty table)."""
+    con.register("_frame_to_write", df)
+    try:
+        con.execute(f'CREATE OR REPLACE TABLE "{schema}"."{table}" AS SELECT * FROM _frame_to_write')
+    finally:
+        con.unregister("_frame_to_write")
+
+
+# The Dagster resource lives here, beside the helpers it wraps, so tests can build it directly.
+import dagster as dg  # noqa: E402
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB warehouse file (SAP_OMETRIA_DUCKDB_PATH unless set explicitly)."""
+
+    duckdb_path: str | None = None
+
+    @property
+    def path(self) -> Path:
+        if self.duckdb_path:
+            return Path(self.duckdb_path)
+        from sap_ometria_assets.lib.settings import get_settings
+
+        return get_settings().duckdb_path
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        with connect(self.path, read_only=read_only) as con:
+            yield con
