@@ -1,0 +1,114 @@
+"""`sap-ometria`: the commands behind `make demo`, `make sync` and `make advance`.
+
+A sync is one Dagster run of every asset (landing, Ometria-ready, push, checks, exceptions,
+reconciliation) executed in this process against the instance in `DAGSTER_HOME`, so it shows
+in the UI's run history like a scheduled run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from sap_ometria_assets.lib.settings import PROJECT_ROOT, SettingsError, get_settings
+
+# Variables that would point the demo at real systems; `demo` blanks them (an empty value
+# beats a `.env` file) so the demo always runs on the embedded emulators.
+_REAL_SYSTEM_VARS = (
+    "SAP_B1_SERVICE_LAYER_URL",
+    "OMETRIA_API_URL",
+    "OMETRIA_API_KEY",
+)
+
+
+def _instance():
+    import dagster as dg
+
+    home = os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "data" / "dagster_home"))
+    Path(home).mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.get()
+
+
+def run_full_sync(tags: dict[str, str] | None = None) -> tuple[bool, dict[str, dict], float]:
+    """Materialise every asset once; returns (success, metadata by asset key, seconds)."""
+    from sap_ometria_assets.definitions import defs as build_defs
+
+    defs = build_defs()
+    job = defs.resolve_implicit_global_asset_job_def()
+    started = time.perf_counter()
+    with _instance() as instance:
+        result = job.execute_in_process(instance=instance, tags=tags or {}, raise_on_error=False)
+    elapsed = time.perf_counter() - started
+    metadata: dict[str, dict] = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization  # type: ignore[union-attr]
+        metadata[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure:
+                err = event.event_specific_data.error  # type: ignore[union-attr]
+                print(f"FAILED {event.step_key}: {err.message.strip() if err else ''}", file=sys.stderr)
+    return result.success, metadata, elapsed
+
+
+def print_summary(metadata: dict[str, dict], elapsed: float) -> None:
+    settings = get_settings()
+    print()
+    print(f"Sync finished in {elapsed:.1f}s  (warehouse: {settings.duckdb_path})")
+    print(f"{'asset':34} {'landed/changed':>15} {'rows in table':>14}")
+    for key in sorted(metadata):
+        md = metadata[key]
+        landed = md.get("rows_landed", md.get("records_sent", md.get("rows_changed", "")))
+        total = md.get("dagster/row_count", "")
+        print(f"{key:34} {str(landed):>15} {str(total):>14}")
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    try:
+        settings = get_settings(refresh=True)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    where = "embedded demo company" if settings.uses_embedded_sap else settings.sap_b1_service_layer_url
+    target = (
+        "embedded Ometria emulator" if settings.uses_embedded_ometria
+        else ("dry run -> " + str(settings.outbox_dir)) if settings.ometria_is_dry_run
+        else settings.ometria_api_url
+    )
+    print(f"SAP B1: {where}\nOmetria: {target}")
+    ok, metadata, elapsed = run_full_sync(tags={"sap_ometria/trigger": args.command})
+    print_summary(metadata, elapsed)
+    return 0 if ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    for name in _REAL_SYSTEM_VARS:
+        os.environ[name] = ""
+    return cmd_sync(args)
+
+
+def cmd_advance(args: argparse.Namespace) -> int:
+    from sap_ometria_assets.emulators.sap_b1.embedded import advance_demo_clock
+
+    ticks = advance_demo_clock(get_settings(refresh=True), ticks=args.ticks)
+    print(f"Demo company clock advanced to tick {ticks}: run `make demo` to sync the changes.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sap-ometria", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="full sync on the embedded demo company").set_defaults(func=cmd_demo)
+    sub.add_parser("sync", help="full sync against the configured systems").set_defaults(func=cmd_sync)
+    adv = sub.add_parser("advance", help="advance the demo company's clock")
+    adv.add_argument("--ticks", type=int, default=1)
+    adv.set_defaults(func=cmd_advance)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
