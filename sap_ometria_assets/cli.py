@@ -37,10 +37,15 @@ def run_full_sync(tags: dict[str, str] | None = None) -> tuple[bool, dict[str, d
     from sap_ometria_assets.definitions import defs as build_defs
 
     defs = build_defs()
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = defs.resolve_job_def("full_sync_job")
     started = time.perf_counter()
     with _instance() as instance:
         result = job.execute_in_process(instance=instance, tags=tags or {}, raise_on_error=False)
+        # the same alerts the run-failure sensor raises under `make ui`, so a cron'd
+        # `make sync` pages someone too
+        from sap_ometria_assets.defs.automation.alerting import raise_run_alerts
+
+        raise_run_alerts(instance, result.dagster_run)
     elapsed = time.perf_counter() - started
     metadata: dict[str, dict] = {}
     for event in result.get_asset_materialization_events():

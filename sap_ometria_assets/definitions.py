@@ -8,8 +8,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from sap_ometria_assets.lib.drift import apply_freshness
+
 
 @dg.definitions
 def defs() -> dg.Definitions:
     loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-    return dg.Definitions.merge(loaded, dg.Definitions(executor=dg.in_process_executor))
+    merged = dg.Definitions.merge(loaded, dg.Definitions(executor=dg.in_process_executor))
+    # freshness windows come from data/checks.yaml, so they are applied to the whole set here
+    return apply_freshness(merged)

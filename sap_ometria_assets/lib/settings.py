@@ -7,6 +7,7 @@ serialise by accident: call `.get_secret_value()` only at the moment a request i
 
 from __future__ import annotations
 
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -68,6 +69,24 @@ class Settings(BaseSettings):
     sap_ometria_demo_scale: float = Field(default=1.0, gt=0, le=1000)
     sap_ometria_demo_seed: int = 42
     sap_ometria_alert_webhook: SecretStr | None = None
+    sap_ometria_checks: Path | None = Field(
+        default=None, description="Check thresholds YAML; unset uses data/checks.yaml."
+    )
+
+    # --- Automation (schedules, sensors, backfill) ----------------------------------------
+    sap_ometria_cron_stock: str = "*/15 * * * *"
+    sap_ometria_cron_sync: str = "5 * * * *"
+    sap_ometria_cron_deletion_scan: str = "30 2 * * *"
+    sap_ometria_cron_reconcile: str = "0 6 * * *"
+    sap_ometria_change_sensor_interval_s: int = Field(default=300, ge=30, le=86_400)
+    sap_ometria_backfill_start: date = date(2024, 1, 1)
+    sap_ometria_backfill_rate_limit_per_s: float = Field(default=1.0, gt=0, le=100)
+    sap_ometria_automation_enabled: bool = Field(
+        default=True, description="Start schedules and sensors switched on in `make ui`."
+    )
+    sap_ometria_ui_url: str = Field(
+        default="http://127.0.0.1:3000", description="Dagster UI address used in alert links."
+    )
 
     # --- Ometria ------------------------------------------------------------------------
     ometria_api_url: str | None = Field(
@@ -92,6 +111,16 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
+
+    @field_validator(
+        "ometria_api_key", "sap_ometria_alert_webhook", "sap_b1_ca_bundle", "sap_ometria_mapping",
+        "sap_ometria_checks",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value):
+        # `.env.example` lists every variable with an empty value: empty means "not set".
+        return None if value == "" else value
 
     @field_validator("sap_b1_service_layer_url", "ometria_api_url")
     @classmethod
@@ -136,6 +165,10 @@ class Settings(BaseSettings):
     @property
     def mapping_path(self) -> Path:
         return self.resolve(self.sap_ometria_mapping or Path("data/mapping.yaml"))
+
+    @property
+    def checks_path(self) -> Path:
+        return self.resolve(self.sap_ometria_checks or Path("data/checks.yaml"))
 
     @property
     def zone(self) -> ZoneInfo:

@@ -60,11 +60,12 @@ def connect(path: str | Path, read_only: bool = False, wait_s: float = 120.0) ->
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    row = con.execute(
+    # fetchall, not fetchone: an unconsumed result blocks the next statement on duckdb 2.x
+    rows = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
         [schema, table],
-    ).fetchone()
-    return bool(row and row[0])
+    ).fetchall()
+    return bool(rows[0][0])
 
 
 def read_table(con: duckdb.DuckDBPyConnection, schema: str, table: str,

@@ -1,0 +1,458 @@
+"""Ometria-ready tables (group `ometria`, DuckDB schema `ometria`): exactly the records Ometria
+should hold, one row per record, built from the landed SAP tables by the pure transforms in
+`lib/transforms`. Every row keeps its SAP source (`sap_object`, `sap_key`), the exact JSON to
+push (`payload`, `payload_hash`) and, when it must not be sent, `held_back_reason`.
+"""
+
+
+from collections.abc import Iterable
+
+import dagster as dg
+import duckdb
+import polars as pl
+
+from sap_ometria_assets.lib.mapping import Mapping, load_mapping, validate_against_cufd
+from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.transforms import contacts as tc
+from sap_ometria_assets.lib.transforms import orders as to
+from sap_ometria_assets.lib.transforms import products as tp
+from sap_ometria_assets.lib.transforms import refunds as tr
+from sap_ometria_assets.lib.transforms import stock as ts
+from sap_ometria_assets.lib.warehouse import WarehouseResource, read_table, table_exists, write_table
+
+GROUP = "ometria"
+PHONE_LOOKUP = "_phone_lookup"  # internal cache table of the contacts asset
+KINDS = {"polars", "duckdb"}
+
+
+def raw(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["sap_raw", table])
+
+
+# ---------------------------------------------------------------------------------------------
+# Static column documentation (types are the DuckDB types the tables get)
+# ---------------------------------------------------------------------------------------------
+
+_LEAD_TYPES = {"record_type": "VARCHAR", "id": "VARCHAR", "sap_object": "VARCHAR", "sap_key": "VARCHAR"}
+_TAIL_TYPES = {"warnings": "VARCHAR[]", "payload": "VARCHAR", "payload_hash": "VARCHAR",
+               "payload_bytes": "INTEGER", "held_back_reason": "VARCHAR"}
+_MONEY = "DECIMAL(18,2)"
+
+COLUMN_TYPES: dict[str, dict[str, str]] = {
+    "contacts": {
+        **_LEAD_TYPES, "customer_id": "VARCHAR", "card_type": "VARCHAR", "sap_email": "VARCHAR",
+        "email": "VARCHAR", "email_status": "VARCHAR", "prefix": "VARCHAR", "firstname": "VARCHAR",
+        "middlename": "VARCHAR", "lastname": "VARCHAR", "phone_number": "VARCHAR", "phone_status": "VARCHAR",
+        "country_id": "VARCHAR", "group_code": "BIGINT", "group_name": "VARCHAR", "segment": "VARCHAR",
+        "marketing_optin": "VARCHAR", "is_deleted": "BOOLEAN", "sap_updated_at": "TIMESTAMPTZ", **_TAIL_TYPES,
+    },
+    "orders": {
+        **_LEAD_TYPES, "doc_num": "BIGINT", "customer_id": "VARCHAR", "order_timestamp": "TIMESTAMPTZ",
+        "sap_state": "VARCHAR", "status": "VARCHAR", "is_valid": "BOOLEAN", "currency": "VARCHAR",
+        "sap_currency": "VARCHAR", "subtotal": _MONEY, "discount": _MONEY, "shipping": _MONEY, "tax": _MONEY,
+        "grand_total": _MONEY, "grand_total_local": _MONEY, "refunded_total": _MONEY, "line_count": "INTEGER",
+        "channel": "VARCHAR", "store": "VARCHAR", "original_order_ids": "VARCHAR[]",
+        "credit_memo_fallback": "BOOLEAN", **_TAIL_TYPES,
+    },
+    "refunds": {
+        "record_type": "VARCHAR", "id": "VARCHAR", "sap_object": "VARCHAR", "sap_key": "VARCHAR",
+        "doc_num": "BIGINT", "customer_id": "VARCHAR", "refund_timestamp": "TIMESTAMPTZ", "currency": "VARCHAR",
+        "sap_currency": "VARCHAR", "amount": _MONEY, "amount_local": _MONEY, "linked_order_ids": "VARCHAR[]",
+        "linked_order_id": "VARCHAR", "link_path": "VARCHAR", "mode_applied": "VARCHAR",
+        "is_full_refund": "BOOLEAN", "held_back_reason": "VARCHAR",
+    },
+    "products": {
+        **_LEAD_TYPES, "sku": "VARCHAR", "title": "VARCHAR", "price": _MONEY, "currency": "VARCHAR",
+        "sap_currency": "VARCHAR", "price_list": "INTEGER", "is_active": "BOOLEAN", "is_sales_item": "BOOLEAN",
+        "is_frozen": "BOOLEAN", "is_deleted": "BOOLEAN",
+        "attributes": "STRUCT(type VARCHAR, id VARCHAR, label VARCHAR)[]", **_TAIL_TYPES,
+    },
+    "stock": {
+        **_LEAD_TYPES, "available_qty": "DECIMAL(38,6)", "in_stock_threshold": "DOUBLE", "is_in_stock": "BOOLEAN",
+        "warehouses_counted": "VARCHAR[]", "is_inventory_item": "BOOLEAN", **_TAIL_TYPES,
+    },
+}
+
+DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "contacts": tc.DESCRIPTIONS,
+    "orders": to.DESCRIPTIONS,
+    "refunds": tr.DESCRIPTIONS,
+    "products": tp.DESCRIPTIONS,
+    "stock": ts.DESCRIPTIONS,
+}
+
+
+def table_schema(table: str, descriptions: dict[str, str] | None = None,
+                 types: dict[str, str] | None = None) -> dg.TableSchema:
+    descriptions = descriptions or DESCRIPTIONS[table]
+    types = types or COLUMN_TYPES[table]
+    return dg.TableSchema(columns=[
+        dg.TableColumn(name=name, type=type_, description=descriptions.get(name))
+        for name, type_ in types.items()
+    ])
+
+
+def _lineage(mapping: dict[str, Iterable[tuple[str, str]]]) -> dg.TableColumnLineage:
+    return dg.TableColumnLineage(deps_by_column={
+        column: [dg.TableColumnDep(asset_key=raw(t), column_name=c) for t, c in deps]
+        for column, deps in mapping.items()
+    })
+
+
+LINEAGE: dict[str, dg.TableColumnLineage] = {
+    "contacts": _lineage({
+        "id": [("ocrd", "CardCode")], "sap_key": [("ocrd", "CardCode")], "customer_id": [("ocrd", "CardCode")],
+        "card_type": [("ocrd", "CardType")], "sap_email": [("ocrd", "EmailAddress")],
+        "email": [("ocrd", "EmailAddress")], "prefix": [("ocrd", "CardName")],
+        "firstname": [("ocrd", "CardName")], "middlename": [("ocrd", "CardName")],
+        "lastname": [("ocrd", "CardName")], "phone_number": [("ocrd", "Cellular"), ("ocrd", "Phone1")],
+        "country_id": [("ocrd", "Country")], "group_code": [("ocrd", "GroupCode")],
+        "group_name": [("ocrg", "Name")],
+        "marketing_optin": [("ocrd", "BlockSendingMarketingContent")],
+        "is_deleted": [("ocrd", "_deleted_at")],
+        "sap_updated_at": [("ocrd", "UpdateDate"), ("ocrd", "UpdateTime")],
+    }),
+    "orders": _lineage({
+        "sap_key": [("ordr", "DocEntry"), ("orin", "DocEntry")],
+        "id": [("ordr", "DocEntry"), ("orin", "DocEntry")],
+        "doc_num": [("ordr", "DocNum"), ("orin", "DocNum")],
+        "customer_id": [("ordr", "CardCode"), ("orin", "CardCode")],
+        "order_timestamp": [("ordr", "DocDate"), ("ordr", "DocTime"), ("orin", "DocDate"), ("orin", "DocTime")],
+        "sap_currency": [("ordr", "DocCurrency"), ("orin", "DocCurrency")],
+        "grand_total": [("ordr", "DocTotal"), ("ordr", "DocTotalFc"), ("orin", "DocTotal"), ("orin", "DocTotalFc")],
+        "grand_total_local": [("ordr", "DocTotal"), ("orin", "DocTotal")],
+        "tax": [("ordr", "VatSum"), ("ordr", "VatSumFc"), ("orin", "VatSum"), ("orin", "VatSumFc")],
+        "shipping": [("rdr3", "LineTotal"), ("rdr3", "LineTotalFC"), ("rin3", "LineTotal"), ("rin3", "LineTotalFC")],
+        "subtotal": [("rdr1", "Quantity"), ("rdr1", "UnitPrice"), ("rin1", "Quantity"), ("rin1", "UnitPrice")],
+        "sap_state": [("ordr", "DocumentStatus"), ("ordr", "CancelStatus"), ("dln1", "BaseEntry"),
+                      ("rdr1", "RemainingOpenQuantity")],
+    }),
+    "refunds": _lineage({
+        "sap_key": [("orin", "DocEntry")], "doc_num": [("orin", "DocNum")],
+        "customer_id": [("orin", "CardCode")], "sap_currency": [("orin", "DocCurrency")],
+        "amount": [("orin", "DocTotal"), ("orin", "DocTotalFc")], "amount_local": [("orin", "DocTotal")],
+        "refund_timestamp": [("orin", "DocDate"), ("orin", "DocTime")],
+        "linked_order_ids": [("rin1", "BaseEntry"), ("inv1", "BaseEntry"), ("dln1", "BaseEntry")],
+    }),
+    "products": _lineage({
+        "id": [("oitm", "ItemCode")], "sap_key": [("oitm", "ItemCode")], "sku": [("oitm", "ItemCode")],
+        "title": [("oitm", "ItemName")], "price": [("itm1", "Price")], "sap_currency": [("itm1", "Currency")],
+        "is_sales_item": [("oitm", "SalesItem")], "is_frozen": [("oitm", "Frozen")],
+        "is_deleted": [("oitm", "_deleted_at")],
+    }),
+    "stock": _lineage({
+        "id": [("oitm", "ItemCode")], "sap_key": [("oitm", "ItemCode")],
+        "available_qty": [("oitw", "InStock"), ("oitw", "Committed")],
+        "warehouses_counted": [("oitw", "WarehouseCode")],
+        "is_inventory_item": [("oitm", "InventoryItem")],
+    }),
+}
+
+
+def _definition_metadata(table: str) -> dict:
+    return {
+        "dagster/column_schema": table_schema(table),
+        "dagster/column_lineage": LINEAGE[table],
+        "dagster/table_name": f"ometria.{table}",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared I/O helpers
+# ---------------------------------------------------------------------------------------------
+
+class MissingUpstreamError(RuntimeError):
+    """A landed SAP table this asset needs is not in the warehouse yet."""
+
+
+def read_raw(con: duckdb.DuckDBPyConnection, table: str, required: bool = True) -> pl.DataFrame | None:
+    if not table_exists(con, "sap_raw", table):
+        if required:
+            raise MissingUpstreamError(
+                f"sap_raw.{table} does not exist: materialise the sap_raw/{table} asset first"
+            )
+        return None
+    return read_table(con, "sap_raw", table)
+
+
+def load_run_mapping(con: duckdb.DuckDBPyConnection) -> Mapping:
+    """The mapping file, checked against the UDFs SAP declares (an error names file, key, value)."""
+    mapping = load_mapping(get_settings().mapping_path)
+    cufd = read_raw(con, "cufd")
+    return validate_against_cufd(mapping, cufd)  # type: ignore[arg-type]
+
+
+def _previous_hashes(con: duckdb.DuckDBPyConnection, table: str) -> pl.DataFrame | None:
+    if not table_exists(con, "ometria", table):
+        return None
+    cols = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'ometria' AND table_name = ?",
+        [table]).fetchall()}
+    if not {"id", "payload_hash"} <= cols:
+        return None
+    return con.sql(f'SELECT id, payload_hash FROM ometria."{table}"').pl()
+
+
+def change_counts(previous: pl.DataFrame | None, current: pl.DataFrame) -> dict[str, int]:
+    """New / changed / unchanged payloads and removed records, by Ometria id."""
+    cur = current.select("id", "payload_hash").drop_nulls("id").unique("id", keep="first")
+    if previous is None:
+        return {"payloads_new": cur.height, "payloads_changed": 0, "payloads_unchanged": 0, "records_removed": 0}
+    prev = previous.drop_nulls("id").unique("id", keep="first").rename({"payload_hash": "_prev"})
+    joined = cur.join(prev, on="id", how="left")
+    return {
+        "payloads_new": joined.filter(pl.col("_prev").is_null()).height,
+        "payloads_changed": joined.filter(pl.col("_prev").is_not_null() & (pl.col("_prev") != pl.col("payload_hash"))).height,
+        "payloads_unchanged": joined.filter(pl.col("_prev") == pl.col("payload_hash")).height,
+        "records_removed": prev.join(cur, on="id", how="anti").height,
+    }
+
+
+def held_back_counts(frame: pl.DataFrame) -> dict[str, int]:
+    """Rows per hold-back reason (a row with two reasons counts under both); validation details
+    are grouped under their field (`invalid_payload: customer.email`)."""
+    reasons = (
+        frame.select(pl.col("held_back_reason").drop_nulls().str.split("; ").explode().alias("r"))
+        .select(pl.when(pl.col("r").str.starts_with("invalid_payload"))
+                .then(pl.col("r").str.extract(r"^(invalid_payload: [^:]+)", 1)).otherwise(pl.col("r")).alias("r"))
+        .group_by("r").len()
+    )
+    return {str(r): int(n) for r, n in sorted(reasons.rows())}
+
+
+def result_metadata(table: str, frame: pl.DataFrame, previous: pl.DataFrame | None,
+                    extra: dict | None = None, descriptions: dict[str, str] | None = None) -> dict:
+    held = frame.filter(pl.col("held_back_reason").is_not_null()).height
+    types = {name: _duck_type(dtype) for name, dtype in frame.schema.items()}
+    md: dict = {
+        "dagster/row_count": frame.height,
+        "dagster/table_name": f"ometria.{table}",
+        "dagster/column_schema": table_schema(table, descriptions=descriptions or DESCRIPTIONS[table], types=types),
+        "dagster/column_lineage": LINEAGE[table],
+        "held_back": held,
+        "pushable": frame.height - held,
+        "held_back_by_reason": dg.MetadataValue.json(held_back_counts(frame)),
+    }
+    if "payload_hash" in frame.columns:
+        md.update(change_counts(previous, frame))
+    if "warnings" in frame.columns:
+        md["rows_with_warnings"] = frame.filter(pl.col("warnings").list.len() > 0).height
+    md.update(extra or {})
+    return md
+
+
+def _duck_type(dtype: pl.DataType) -> str:
+    if isinstance(dtype, pl.Decimal):
+        return f"DECIMAL({dtype.precision},{dtype.scale})"
+    if isinstance(dtype, pl.Datetime):
+        return "TIMESTAMPTZ" if dtype.time_zone else "TIMESTAMP"
+    if isinstance(dtype, pl.List):
+        return f"{_duck_type(dtype.inner)}[]"
+    if isinstance(dtype, pl.Struct):
+        return "STRUCT(" + ", ".join(f"{f.name} {_duck_type(f.dtype)}" for f in dtype.fields) + ")"
+    return {pl.String: "VARCHAR", pl.Boolean: "BOOLEAN", pl.Int32: "INTEGER", pl.Int64: "BIGINT",
+            pl.Float64: "DOUBLE", pl.Date: "DATE"}.get(dtype, str(dtype).upper())
+
+
+def write_ometria(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame,
+                  descriptions: dict[str, str]) -> None:
+    """Replace the table and document it in DuckDB too (COMMENT ON), for SQL users."""
+    write_table(con, "ometria", table, frame)
+    for column in frame.columns:
+        text = descriptions.get(column)
+        if text:
+            con.execute(f'COMMENT ON COLUMN ometria."{table}"."{column}" IS ' + _sql_literal(text))
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# ---------------------------------------------------------------------------------------------
+# Assets
+# ---------------------------------------------------------------------------------------------
+
+@dg.asset(
+    key=["ometria", "contacts"],
+    group_name=GROUP,
+    kinds=KINDS,
+    deps=[raw("ocrd"), raw("ocrg"), raw("cufd")],
+    pool="duckdb",
+    metadata=_definition_metadata("contacts"),
+)
+def ometria_contacts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Ometria contacts: one row per SAP customer (Business Partner of the configured types).
+
+    id and customer_id are the CardCode (so orders link to the contact), email trimmed and
+    lower-cased, names split from CardName, phone in E.164, country, consent from SAP's
+    block-marketing flag and the opt-in UDF (never an implied opt-in), UDFs and the BP group as
+    custom properties, segments from the mapping's rules. Sent with `@merge: true` into the
+    `OMETRIA_COLLECTION` collection. Customers without an email are sent without one; an invalid
+    email or a BP deleted in SAP holds the row back (`held_back_reason`) for the exceptions report.
+    """
+    settings = get_settings()
+    with warehouse.connect() as con:
+        mapping = load_run_mapping(con)
+        ocrd = read_raw(con, "ocrd")
+        ocrg = read_raw(con, "ocrg", required=False)
+        # phone validations of earlier runs: only new numbers go through libphonenumber
+        known = read_table(con, "ometria", PHONE_LOOKUP) if table_exists(con, "ometria", PHONE_LOOKUP) else None
+        phones = tc.phone_lookup(ocrd, mapping, known)  # type: ignore[arg-type]
+        frame = tc.build_contacts(ocrd, ocrg, mapping, collection=settings.ometria_collection,  # type: ignore[arg-type]
+                                  zone=settings.sap_ometria_timezone, known_phones=phones)
+        previous = _previous_hashes(con, "contacts")
+        write_ometria(con, "contacts", frame, tc.DESCRIPTIONS)
+        write_table(con, "ometria", PHONE_LOOKUP, phones)
+        con.execute(f"COMMENT ON TABLE ometria.{PHONE_LOOKUP} IS " + _sql_literal(
+            "Cache of libphonenumber results per distinct (raw phone, region) of SAP customers, "
+            "kept so later runs validate only new numbers. Safe to drop."))
+    context.log.info("ometria.contacts: %s rows", frame.height)
+    return dg.MaterializeResult(metadata=result_metadata("contacts", frame, previous, {
+        "mapping_file": str(settings.mapping_path),
+        "collection": settings.ometria_collection,
+        "phones_validated_this_run": phones.height - (known.height if known is not None else 0),
+    }))
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            key=["ometria", "orders"],
+            group_name=GROUP,
+            kinds=KINDS,
+            deps=[raw(t) for t in ("ordr", "rdr1", "rdr3", "odln", "dln1", "oinv", "inv1", "orin",
+                                   "rin1", "rin3", "ocrd", "cufd")],
+            metadata=_definition_metadata("orders"),
+            description=(
+                "Ometria orders: every SAP sales order (ORDR with its lines and freight), rebuilt whole "
+                "on every run so edits, deliveries, cancellations and refunds reach Ometria as the full "
+                "updated order. Status and is_valid follow the mapping (cancelled orders: "
+                "`cancelled`, is_valid false); totals are SAP's to the penny in the document currency "
+                "(grand_total = DocTotal or DocTotalFc); `timestamp` carries the company time zone "
+                "offset. In `negative_order` mode each A/R credit memo is also an order here "
+                "(sap_object ORIN, negative amounts, `properties.original_order_id`); in "
+                "`refund_on_original` mode credit memos update the original order's refund fields. "
+                "Cancellation documents never become orders."
+            ),
+        ),
+        dg.AssetSpec(
+            key=["ometria", "refunds"],
+            group_name=GROUP,
+            kinds=KINDS,
+            deps=[raw(t) for t in ("orin", "rin1", "rin3", "oinv", "inv1", "dln1", "ordr", "rdr1")],
+            metadata=_definition_metadata("refunds"),
+            description=(
+                "Trace of every A/R credit memo (ORIN): the order it was traced to (credit memo line -> "
+                "invoice line -> delivery/order line), the amount, and how it reached Ometria "
+                "(negative order, refund on the original, fallback, or excluded as a cancellation). "
+                "Not pushed: the orders feed carries the refunds."
+            ),
+        ),
+    ],
+    pool="duckdb",
+)
+def ometria_orders_and_refunds(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    settings = get_settings()
+    with warehouse.connect() as con:
+        mapping = load_run_mapping(con)
+        inputs = to.OrderInputs(
+            ordr=read_raw(con, "ordr"), rdr1=read_raw(con, "rdr1"),  # type: ignore[arg-type]
+            rdr3=read_raw(con, "rdr3", required=False),
+            odln=read_raw(con, "odln", required=False), dln1=read_raw(con, "dln1", required=False),
+            oinv=read_raw(con, "oinv", required=False), inv1=read_raw(con, "inv1", required=False),
+            orin=read_raw(con, "orin", required=False), rin1=read_raw(con, "rin1", required=False),
+            rin3=read_raw(con, "rin3", required=False), ocrd=read_raw(con, "ocrd", required=False),
+        )
+        result = to.build_orders(inputs, mapping, zone=settings.sap_ometria_timezone)
+        previous = _previous_hashes(con, "orders")
+        write_ometria(con, "orders", result.orders, to.DESCRIPTIONS)
+        write_ometria(con, "refunds", result.refunds, tr.DESCRIPTIONS)
+    context.log.info("ometria.orders: %s rows, ometria.refunds: %s rows", result.orders.height, result.refunds.height)
+    modes = result.refunds.group_by("mode_applied").len().rows() if result.refunds.height else []
+    yield dg.MaterializeResult(
+        asset_key=["ometria", "orders"],
+        metadata=result_metadata("orders", result.orders, previous, {
+            "credit_memo_mode": mapping.credit_memos.mode,
+            "orders_from_sap": result.orders.filter(pl.col("sap_object") == "ORDR").height,
+            "negative_orders_from_credit_memos": result.orders.filter(pl.col("sap_object") == "ORIN").height,
+            **{k: v for k, v in result.stats.items()},
+        }),
+    )
+    yield dg.MaterializeResult(
+        asset_key=["ometria", "refunds"],
+        metadata={
+            "dagster/row_count": result.refunds.height,
+            "dagster/table_name": "ometria.refunds",
+            "dagster/column_schema": table_schema("refunds"),
+            "dagster/column_lineage": LINEAGE["refunds"],
+            "credit_memo_mode": mapping.credit_memos.mode,
+            "by_mode_applied": dg.MetadataValue.json({str(k): int(v) for k, v in modes}),
+        },
+    )
+
+
+@dg.asset(
+    key=["ometria", "products"],
+    group_name=GROUP,
+    kinds=KINDS,
+    deps=[raw("oitm"), raw("itm1"), raw("cufd")],
+    pool="duckdb",
+    metadata=_definition_metadata("products"),
+)
+def ometria_products(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Ometria products: one row per SAP item (OITM).
+
+    id and sku are the ItemCode; title is the web-title UDF when set, else ItemName; price and
+    currency come from the configured price list (ITM1), also on the store listing; is_active is
+    SalesItem and not Frozen and not deleted in SAP (items that are not sold are sent inactive);
+    attributes come from the mapped item UDFs. Sent with `@merge: true` and without
+    is_in_stock, which the stock feed owns.
+    """
+    settings = get_settings()
+    with warehouse.connect() as con:
+        mapping = load_run_mapping(con)
+        frame = tp.build_products(read_raw(con, "oitm"), read_raw(con, "itm1", required=False), mapping)  # type: ignore[arg-type]
+        previous = _previous_hashes(con, "products")
+        write_ometria(con, "products", frame, tp.DESCRIPTIONS)
+    context.log.info("ometria.products: %s rows", frame.height)
+    return dg.MaterializeResult(metadata=result_metadata("products", frame, previous, {
+        "mapping_file": str(settings.mapping_path), "price_list": mapping.products.price_list,
+    }))
+
+
+@dg.asset(
+    key=["ometria", "stock"],
+    group_name=GROUP,
+    kinds=KINDS,
+    deps=[raw("oitm"), raw("oitw"), raw("owhs"), raw("cufd")],
+    pool="duckdb",
+    metadata=_definition_metadata("stock"),
+)
+def ometria_stock(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Stock per SAP item for Ometria: the `is_in_stock` flag as a partial product update.
+
+    available_qty = sum over the warehouses that count of (InStock - Committed); a warehouse
+    counts when the mapping includes it, it is active in SAP and the item is not locked there.
+    Ring-fenced warehouses (e.g. WHS-WHOLESALE) never count; channel warehouses (stores) have
+    their own available_qty_<channel> columns. is_in_stock = available_qty > the mapping's
+    threshold, sent as `{"@type":"product","id":..,"is_in_stock":..,"@merge":true}`.
+    Warehouses SAP has but the mapping does not list are reported in `unmapped_warehouses`.
+    """
+    with warehouse.connect() as con:
+        mapping = load_run_mapping(con)
+        result = ts.build_stock(read_raw(con, "oitm"), read_raw(con, "oitw", required=False),  # type: ignore[arg-type]
+                                read_raw(con, "owhs", required=False), mapping)
+        descriptions = ts.column_descriptions(mapping)
+        previous = _previous_hashes(con, "stock")
+        write_ometria(con, "stock", result.stock, descriptions)
+    frame = result.stock
+    if result.stats["unmapped_warehouses"]:
+        context.log.warning("warehouses not in the mapping (rule %s applied): %s",
+                            mapping.stock.default_rule, result.stats["unmapped_warehouses"])
+    return dg.MaterializeResult(metadata=result_metadata("stock", frame, previous, {
+        "in_stock": frame.filter(pl.col("is_in_stock")).height,
+        "in_stock_threshold": mapping.stock.in_stock_threshold,
+        "unmapped_warehouses": dg.MetadataValue.json(result.stats["unmapped_warehouses"]),
+        "inactive_warehouses": dg.MetadataValue.json(result.stats["inactive_warehouses"]),
+        "locked_item_warehouse_rows": result.stats["locked_rows"],
+    }, descriptions=descriptions))

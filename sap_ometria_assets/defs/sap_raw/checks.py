@@ -1,0 +1,146 @@
+"""Checks on the landed SAP tables.
+
+- `contract` (every table, **blocking**, ERROR): the contract columns of lib/sap_tables.py are
+  all there with their types, in the latest extract and in the table. A removed column or a
+  changed type stops everything downstream of the table in the run: nothing is transformed or
+  pushed from a broken extract.
+- `schema_drift` (every table, WARN): columns beyond the contract that SAP started sending (a
+  new UDF, say) or that had to be widened, named, for a few days after they changed; and
+  contract columns with a few unreadable values (bad records, not a broken extract).
+- `order_volume` (on `sap_raw/ordr`, WARN): today's orders and revenue so far against the same
+  part of the day over the trailing weeks.
+"""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from sap_ometria_assets.lib.checks_config import get_checks_config
+from sap_ometria_assets.lib.contracts import check_contract, schema_drift
+from sap_ometria_assets.lib.drift import order_volume
+from sap_ometria_assets.lib.sap_tables import all_table_names, contract_columns
+from sap_ometria_assets.lib.warehouse import WarehouseResource
+
+
+def contract_result(report) -> dg.AssetCheckResult:
+    expected = contract_columns(report.table)
+    return dg.AssetCheckResult(
+        passed=report.ok,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=report.summary(),
+        metadata={
+            "contract_columns": len(expected),
+            "compared_with": dg.MetadataValue.json(report.sources),
+            "missing_columns": dg.MetadataValue.json(dict(sorted(report.removed.items()))),
+            "type_changes": dg.MetadataValue.json([
+                {"column": t.column, "expected": t.expected, "got": t.observed, "in": t.where}
+                for t in report.retyped
+            ]),
+            "columns_beyond_contract": len(report.extra),
+            "unreadable_values_below_threshold": dg.MetadataValue.json(
+                {c: {"records": n, "of": m, "example": ex}
+                 for c, (n, m, ex) in report.unreadable.items()}),
+        },
+    )
+
+
+def build_contract_check(table: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey(["sap_raw", table]),
+        name="contract",
+        blocking=True,
+        pool="duckdb",
+        description=f"Blocking: sap_raw.{table} has every contract column of lib/sap_tables.py "
+        "with its type, in the latest extract and in the table. Fails (and stops everything "
+        "downstream) on a removed column or a changed type.",
+    )
+    def _contract(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        settings = get_checks_config().contracts
+        with warehouse.connect(read_only=True) as con:
+            return contract_result(check_contract(
+                con, table, settings.type_change_min_share, settings.type_change_min_rows))
+
+    return _contract
+
+
+def build_schema_drift_check(table: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey(["sap_raw", table]),
+        name="schema_drift",
+        blocking=False,
+        pool="duckdb",
+        description=f"WARN when SAP's extract of {table.upper()} gains a column beyond the "
+        "contract (e.g. a new UDF) or one had to be widened, naming it; or when some values of a "
+        "contract column could not be read (too few to block). Landed either way; mapped to "
+        "Ometria only through data/mapping.yaml.",
+    )
+    def _drift(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        days = get_checks_config().contracts.new_column_warn_days
+        with warehouse.connect(read_only=True) as con:
+            report = schema_drift(con, table, datetime.now(timezone.utc), days)
+        return dg.AssetCheckResult(
+            passed=not report.has_drift,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=report.summary(),
+            metadata={
+                "new_columns": dg.MetadataValue.json(report.new),
+                "type_widened": dg.MetadataValue.json(
+                    {c: {"from": a, "to": b} for c, (a, b) in report.widened.items()}),
+                "unreadable_values": dg.MetadataValue.json(
+                    {c: {"records": n, "of": m, "example": ex}
+                     for c, (n, m, ex) in report.unreadable.items()}),
+            },
+        )
+
+    return _drift
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(["sap_raw", "ordr"]),
+    name="order_volume",
+    blocking=False,
+    pool="duckdb",
+    description="WARN when today's sales orders or revenue so far (company time, cancelled "
+    "orders excluded) fall outside the band of the same part of the day over the trailing "
+    "days (data/checks.yaml: volume).",
+)
+def ordr_order_volume(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    from sap_ometria_assets.lib.settings import get_settings
+
+    settings = get_checks_config().volume
+    as_of = datetime.now(get_settings().zone)
+    with warehouse.connect(read_only=True) as con:
+        result = order_volume(con, as_of, settings)
+    return volume_result(result)
+
+
+def volume_result(result) -> dg.AssetCheckResult:
+    if not result.enough_history:
+        return dg.AssetCheckResult(
+            passed=True,
+            description=f"Not enough order history yet ({result.history_days} days; a band "
+            "needs more) to judge today's volume.",
+            metadata={"day": str(result.day), "history_days": result.history_days},
+        )
+    metadata = {"day": str(result.day), "up_to": result.cutoff, "history_days": result.history_days}
+    for name, band in (("orders", result.orders), ("revenue", result.revenue)):
+        metadata[f"{name}_today"] = round(band.value, 2)
+        metadata[f"{name}_expected_low"] = round(band.low, 2)
+        metadata[f"{name}_expected_high"] = round(band.high, 2)
+        metadata[f"{name}_trailing_mean"] = round(band.mean, 2)
+    outside = result.outside
+    text = "; ".join(
+        f"{n} {getattr(result, n).value:,.2f} outside {getattr(result, n).low:,.2f}-"
+        f"{getattr(result, n).high:,.2f}" for n in outside
+    )
+    return dg.AssetCheckResult(
+        passed=not outside,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description=(f"Today up to {result.cutoff}: {text} (trailing {result.history_days} days)."
+                     if outside else f"Orders and revenue up to {result.cutoff} within the band."),
+    )
+
+
+contract_checks = [build_contract_check(t) for t in all_table_names()]
+schema_drift_checks = [build_schema_drift_check(t) for t in all_table_names()]

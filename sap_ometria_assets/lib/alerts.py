@@ -1,0 +1,391 @@
+"""Alerts: a record in `ops.alerts` for every failed run and failed ERROR check, and a
+Slack-compatible message to `SAP_OMETRIA_ALERT_WEBHOOK` when one is configured.
+
+Alerts are raised by sensors, which run in the Dagster daemon while a sync may be holding the
+DuckDB file. So an alert is first written to a small spool folder beside the warehouse
+(`<warehouse>.alerts_pending/<alert_id>.json`), then posted to the webhook (people hear about it
+at once, whatever DuckDB is doing), then copied into `ops.alerts` with a bounded wait for the
+lock. When the lock is not free in time the alert stays in the spool and the next flush (every
+alert sensor tick, and the `flush_alert_queue` sensor) writes it; the spool remembers that the
+webhook already had it, so nobody is paged twice. Nothing is lost and nothing blocks a run.
+
+The webhook URL carries its own secret (Slack puts the token in the path): it is only read at
+the moment of the POST and never appears in logs, exceptions, alert rows or spool files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import httpx
+from pydantic import SecretStr
+from tenacity import (
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from sap_ometria_assets.lib import warehouse
+from sap_ometria_assets.lib.warehouse import WarehouseLockedError
+
+log = logging.getLogger(__name__)
+
+AlertKind = Literal["run_failure", "check_failure"]
+
+ALERTS_DDL = """
+CREATE TABLE IF NOT EXISTS ops.alerts (
+    alert_id   VARCHAR PRIMARY KEY,
+    raised_at  TIMESTAMPTZ NOT NULL,
+    kind       VARCHAR NOT NULL,
+    job_name   VARCHAR,
+    run_id     VARCHAR,
+    asset_key  VARCHAR,
+    check_name VARCHAR,
+    severity   VARCHAR NOT NULL,
+    message    VARCHAR NOT NULL,
+    delivered  BOOLEAN NOT NULL
+)
+"""
+
+# First retry of a failed webhook POST after this many seconds, doubling (bounded attempts).
+WEBHOOK_BACKOFF_S = 0.5
+
+# Slack rejects section texts over 3,000 characters; keep well inside.
+_MAX_SECTION_CHARS = 2_800
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One row of `ops.alerts`. `delivered` = the webhook acknowledged it."""
+
+    alert_id: str
+    raised_at: datetime
+    kind: AlertKind
+    job_name: str | None
+    run_id: str | None
+    asset_key: str | None
+    check_name: str | None
+    severity: str
+    message: str
+    delivered: bool = False
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["raised_at"] = self.raised_at.isoformat()
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Alert:
+        data = json.loads(text)
+        data["raised_at"] = datetime.fromisoformat(data["raised_at"])
+        return cls(**data)
+
+
+def make_alert(
+    kind: AlertKind,
+    *,
+    severity: str,
+    message: str,
+    job_name: str | None = None,
+    run_id: str | None = None,
+    asset_key: str | None = None,
+    check_name: str | None = None,
+    raised_at: datetime | None = None,
+) -> Alert:
+    """An alert whose id is derived from what failed, so a sensor that evaluates the same run
+    twice (daemon restart, tick retry) produces the same row instead of a second page."""
+    identity = "|".join([kind, job_name or "", run_id or "", asset_key or "", check_name or ""])
+    return Alert(
+        alert_id=hashlib.sha256(identity.encode()).hexdigest()[:24],
+        raised_at=raised_at or datetime.now(UTC),
+        kind=kind,
+        job_name=job_name,
+        run_id=run_id,
+        asset_key=asset_key,
+        check_name=check_name,
+        severity=severity,
+        message=message,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Slack-compatible message
+# ---------------------------------------------------------------------------------------------
+
+def slack_message(alerts: Sequence[Alert], ui_url: str | None = None) -> dict:
+    """`{"text": ..., "blocks": [...]}`: `text` is the notification/fallback line, the blocks
+    carry one section per alert with a link to the run in the Dagster UI."""
+    if not alerts:
+        raise ValueError("slack_message needs at least one alert")
+    first = alerts[0]
+    title = _title(first)
+    if len(alerts) > 1:
+        title += f" (+{len(alerts) - 1} more)"
+    blocks: list[dict] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": False}}
+    ]
+    for alert in alerts:
+        lines = [f"*{alert.severity}* · `{alert.kind}`"]
+        if alert.job_name:
+            lines.append(f"*Job:* `{alert.job_name}`")
+        if alert.asset_key:
+            lines.append(f"*Asset:* `{alert.asset_key}`")
+        if alert.check_name:
+            lines.append(f"*Check:* `{alert.check_name}`")
+        if alert.run_id:
+            run = f"`{alert.run_id}`"
+            if ui_url:
+                run = f"<{ui_url.rstrip('/')}/runs/{alert.run_id}|{alert.run_id[:8]}>"
+            lines.append(f"*Run:* {run}")
+        body = "\n".join(lines) + "\n" + alert.message
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": body[:_MAX_SECTION_CHARS]}})
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": "sap-ometria-assets · alerts are also in `ops.alerts`; "
+                    "docs/operations.md says who owns each one.",
+                }
+            ],
+        }
+    )
+    return {"text": f"{title}: {first.message.splitlines()[0][:300]}", "blocks": blocks}
+
+
+def _title(alert: Alert) -> str:
+    if alert.kind == "run_failure":
+        return f"SAP→Ometria run failed: {alert.job_name or 'run'}"
+    return f"SAP→Ometria check failed: {alert.asset_key or ''} {alert.check_name or ''}".strip()
+
+
+class WebhookError(RuntimeError):
+    """The webhook did not accept the message. The text never contains the URL."""
+
+
+class _Retryable(WebhookError):
+    pass
+
+
+def post_webhook(
+    url: SecretStr,
+    payload: dict,
+    *,
+    timeout_s: float = 10.0,
+    attempts: int = 3,
+    backoff_s: float | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> None:
+    """POST `payload` as JSON; retries 429/5xx/network errors a bounded number of times.
+
+    Raises WebhookError with the status or error class, never the URL (it holds the token)."""
+
+    @retry(
+        retry=retry_if_exception_type(_Retryable),
+        stop=stop_after_attempt(max(1, attempts)),
+        wait=wait_exponential(multiplier=WEBHOOK_BACKOFF_S if backoff_s is None else backoff_s, max=4),
+        reraise=True,
+    )
+    def _send(sender: httpx.BaseTransport) -> None:
+        request = httpx.Request(
+            "POST", url.get_secret_value(), json=payload,
+            extensions={"timeout": httpx.Timeout(timeout_s).as_dict()},
+        )
+        try:
+            response = sender.handle_request(request)
+            try:
+                body = response.read()
+            finally:
+                response.close()
+        except httpx.HTTPError as exc:
+            # str(exc) may embed the URL: report the class only.
+            raise _Retryable(f"webhook unreachable ({type(exc).__name__})") from None
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Retryable(f"webhook answered HTTP {response.status_code}")
+        if response.status_code >= 300:
+            raise WebhookError(
+                f"webhook refused the message: HTTP {response.status_code} {body[:200]!r}"
+            )
+
+    # The transport is used directly, not through httpx.Client: the client logs every request
+    # line, URL included, at INFO, and this URL is a secret.
+    if transport is not None:
+        _send(transport)
+        return
+    with httpx.HTTPTransport() as owned:
+        _send(owned)
+
+
+# ---------------------------------------------------------------------------------------------
+# Spool (the queue between a sensor and the DuckDB file)
+# ---------------------------------------------------------------------------------------------
+
+def spool_dir_for(duckdb_path: Path) -> Path:
+    """Pending alerts live beside the warehouse they are destined for."""
+    return duckdb_path.with_name(duckdb_path.name.split(".")[0] + ".alerts_pending")
+
+
+class AlertSpool:
+    """One JSON file per pending alert, written atomically (several sensors may flush at once;
+    rows are keyed on alert_id, so a double flush is harmless), and an empty marker file per
+    alert the webhook has had, so the same failure raised again never pages twice."""
+
+    # Markers only need to outlive a sensor's re-evaluation of the same run.
+    MARKER_TTL_S = 30 * 24 * 3600
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.sent_dir = directory / "sent"
+
+    def was_sent(self, alert_id: str) -> bool:
+        return (self.sent_dir / alert_id).exists()
+
+    def mark_sent(self, alert_ids: Iterable[str]) -> None:
+        self.sent_dir.mkdir(parents=True, exist_ok=True)
+        for alert_id in alert_ids:
+            (self.sent_dir / alert_id).touch()
+
+    def prune_markers(self, now: float | None = None) -> None:
+        if not self.sent_dir.exists():
+            return
+        cutoff = (now if now is not None else time.time()) - self.MARKER_TTL_S
+        for marker in self.sent_dir.iterdir():
+            try:
+                if marker.stat().st_mtime < cutoff:
+                    marker.unlink(missing_ok=True)
+            except FileNotFoundError:
+                continue
+
+    def put(self, alert: Alert) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.directory / f"{alert.alert_id}.json"
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(alert.to_json(), encoding="utf-8")
+        os.replace(tmp, target)
+
+    def pending(self) -> list[Alert]:
+        if not self.directory.exists():
+            return []
+        alerts = []
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                alerts.append(Alert.from_json(path.read_text(encoding="utf-8")))
+            except FileNotFoundError:  # flushed by a concurrent sensor meanwhile
+                continue
+            except (ValueError, TypeError, KeyError) as exc:
+                # Keep the bad file for a human; never let it block the other alerts.
+                bad = path.with_suffix(".unreadable")
+                os.replace(path, bad)
+                log.error("unreadable pending alert moved to %s: %s", bad.name, exc)
+        return sorted(alerts, key=lambda a: a.raised_at)
+
+    def remove(self, alert_ids: Iterable[str]) -> None:
+        for alert_id in alert_ids:
+            (self.directory / f"{alert_id}.json").unlink(missing_ok=True)
+
+
+def write_alerts(con, alerts: Sequence[Alert]) -> None:
+    """Insert alerts into `ops.alerts`; an alert already there keeps its row, except that
+    `delivered` can only go from false to true."""
+    con.execute(ALERTS_DDL)
+    if not alerts:
+        return
+    rows = [
+        (a.alert_id, a.raised_at, a.kind, a.job_name, a.run_id, a.asset_key, a.check_name,
+         a.severity, a.message, a.delivered)
+        for a in alerts
+    ]
+    con.executemany(
+        """
+        INSERT INTO ops.alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (alert_id) DO UPDATE SET delivered = ops.alerts.delivered OR excluded.delivered
+        """,
+        rows,
+    )
+
+
+@dataclass(frozen=True)
+class FlushOutcome:
+    written: int      # copied into ops.alerts this time
+    pending: int      # still in the spool (DuckDB was locked)
+    delivered: int    # posted to the webhook this time
+    delivery_errors: tuple[str, ...] = ()
+
+
+def raise_alerts(
+    alerts: Sequence[Alert],
+    *,
+    duckdb_path: Path,
+    webhook: SecretStr | None,
+    ui_url: str | None = None,
+    lock_wait_s: float = 5.0,
+    webhook_transport: httpx.BaseTransport | None = None,
+) -> FlushOutcome:
+    """Queue new alerts, then flush everything pending (see module docstring)."""
+    spool = AlertSpool(spool_dir_for(duckdb_path))
+    for alert in alerts:
+        spool.put(alert)
+    return flush_alerts(
+        duckdb_path=duckdb_path, webhook=webhook, ui_url=ui_url, lock_wait_s=lock_wait_s,
+        webhook_transport=webhook_transport,
+    )
+
+
+def flush_alerts(
+    *,
+    duckdb_path: Path,
+    webhook: SecretStr | None,
+    ui_url: str | None = None,
+    lock_wait_s: float = 5.0,
+    webhook_transport: httpx.BaseTransport | None = None,
+) -> FlushOutcome:
+    """Post undelivered pending alerts (one message), then move the spool into `ops.alerts`.
+
+    Opens DuckDB only when something is pending, and waits at most `lock_wait_s` for it."""
+    spool = AlertSpool(spool_dir_for(duckdb_path))
+    pending = spool.pending()
+    if not pending:
+        return FlushOutcome(written=0, pending=0, delivered=0)
+
+    delivered_now = 0
+    errors: list[str] = []
+    pending = [
+        replace(a, delivered=True) if not a.delivered and spool.was_sent(a.alert_id) else a
+        for a in pending
+    ]
+    undelivered = [a for a in pending if not a.delivered]
+    if webhook is not None and webhook.get_secret_value() and undelivered:
+        try:
+            post_webhook(webhook, slack_message(undelivered, ui_url), transport=webhook_transport)
+        except WebhookError as exc:
+            errors.append(str(exc))
+            log.warning("alert webhook failed: %s", exc)
+        else:
+            delivered_ids = {a.alert_id for a in undelivered}
+            spool.mark_sent(delivered_ids)
+            pending = [replace(a, delivered=True) if a.alert_id in delivered_ids else a for a in pending]
+            for alert in pending:
+                if alert.alert_id in delivered_ids:
+                    spool.put(alert)
+            delivered_now = len(delivered_ids)
+    spool.prune_markers()
+
+    try:
+        with warehouse.connect(duckdb_path, wait_s=lock_wait_s) as con:
+            write_alerts(con, pending)
+    except WarehouseLockedError:
+        log.info("warehouse locked by a run: %d alert(s) stay queued in the spool", len(pending))
+        return FlushOutcome(0, len(pending), delivered_now, tuple(errors))
+    spool.remove(a.alert_id for a in pending)
+    return FlushOutcome(len(pending), 0, delivered_now, tuple(errors))
