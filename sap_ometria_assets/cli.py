@@ -59,16 +59,34 @@ def run_full_sync(tags: dict[str, str] | None = None) -> tuple[bool, dict[str, d
     return result.success, metadata, elapsed
 
 
+def _cell(md: dict, *names: str) -> str:
+    for name in names:
+        if name in md and md[name] is not None:
+            return str(md[name])
+    return ""
+
+
 def print_summary(metadata: dict[str, dict], elapsed: float) -> None:
+    """One line per asset: what this run read/sent, what changed, what the table now holds."""
     settings = get_settings()
     print()
     print(f"Sync finished in {elapsed:.1f}s  (warehouse: {settings.duckdb_path})")
-    print(f"{'asset':34} {'landed/changed':>15} {'rows in table':>14}")
+    print(f"{'asset':30} {'read/sent':>10} {'changed':>8} {'skipped':>8} {'requests':>8} {'rows':>9}")
     for key in sorted(metadata):
         md = metadata[key]
-        landed = md.get("rows_landed", md.get("records_sent", md.get("rows_changed", "")))
-        total = md.get("dagster/row_count", "")
-        print(f"{key:34} {str(landed):>15} {str(total):>14}")
+        print(
+            f"{key:30} {_cell(md, 'rows_landed', 'records_sent'):>10} "
+            f"{_cell(md, 'rows_changed', 'new_exceptions'):>8} "
+            f"{_cell(md, 'skipped_unchanged'):>8} {_cell(md, 'requests'):>8} "
+            f"{_cell(md, 'dagster/row_count'):>9}"
+        )
+    exceptions = metadata.get("ops/sync_exceptions", {})
+    if exceptions:
+        print(
+            f"\nOpen exceptions: {exceptions.get('open_exceptions', 0)} "
+            f"(by owner: {exceptions.get('open_by_owner', {})}), money at stake "
+            f"{exceptions.get('open_impact', 0)}. Details: ops.sync_exceptions, docs/operations.md."
+        )
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

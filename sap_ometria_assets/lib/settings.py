@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         if value in (None, ""):
             return None
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
+            raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
     # --- Derived ----------------------------------------------------------------------
