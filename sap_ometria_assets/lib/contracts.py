@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 import duckdb
 
 from sap_ometria_assets.lib.sap_tables import contract_columns
-from sap_ometria_assets.lib.warehouse import table_exists
+from sap_ometria_assets.lib.warehouse import table_columns, table_exists
 
 # ---------------------------------------------------------------------------------------------
 # Types
@@ -143,13 +143,11 @@ def latest_extract_columns(con: duckdb.DuckDBPyConnection, table: str) -> Observ
 
 
 def landed_table_columns(con: duckdb.DuckDBPyConnection, table: str) -> Observed | None:
-    if not table_exists(con, "sap_raw", table):
+    columns = table_columns(con, "sap_raw", table)
+    if not columns:
         return None
-    rows = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = 'sap_raw' AND table_name = ? ORDER BY ordinal_position", [table]
-    ).fetchall()
-    return Observed(source=f"sap_raw.{table}", columns={n: t for n, t in rows if not _is_meta(n)})
+    return Observed(source=f"sap_raw.{table}",
+                    columns={n: t for n, t in columns.items() if not _is_meta(n)})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -68,6 +68,16 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
     return bool(rows[0][0])
 
 
+def table_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
+    """Column name -> DuckDB type, in table order; empty when the table does not exist."""
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        [schema, table],
+    ).fetchall()
+    return {name: dtype for name, dtype in rows}
+
+
 def read_table(con: duckdb.DuckDBPyConnection, schema: str, table: str,
                where: str | None = None, params: list | None = None) -> pl.DataFrame:
     """A whole table (or a filtered part) as a polars frame; duckdb 2.x safe."""
