@@ -108,6 +108,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        configured = get_settings(refresh=True)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if not (configured.uses_embedded_sap and configured.uses_embedded_ometria):
+        # This machine is set up for real systems: keep the demo company out of the production
+        # warehouse (its watermarks and ledger) and out of the production outbox.
+        demo_dir = configured.demo_dir
+        os.environ["SAP_OMETRIA_DUCKDB_PATH"] = str(demo_dir / "warehouse.duckdb")
+        os.environ["SAP_OMETRIA_OUTBOX_DIR"] = str(demo_dir / "outbox")
+        print(f"Real systems are configured: the demo uses its own warehouse under {demo_dir}.")
     for name in _REAL_SYSTEM_VARS:
         os.environ[name] = ""
     return cmd_sync(args)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from sap_ometria_assets import cli
 from sap_ometria_assets.lib.settings import get_settings
 
@@ -41,15 +43,24 @@ def test_demo_ignores_real_system_variables(monkeypatch):
 
     def fake_sync(tags=None):
         s = get_settings()
-        seen.update(sap=s.uses_embedded_sap, ometria=s.uses_embedded_ometria, key=s.ometria_api_key)
+        seen.update(sap=s.uses_embedded_sap, ometria=s.uses_embedded_ometria, key=s.ometria_api_key,
+                    warehouse=s.duckdb_path, outbox=s.outbox_dir)
         return True, {}, 0.1
 
     monkeypatch.setattr(cli, "run_full_sync", fake_sync)
+    production = get_settings(refresh=True)
+    # cmd_demo rewrites os.environ; let monkeypatch restore every variable it touches
+    for name in ("SAP_OMETRIA_DUCKDB_PATH", "SAP_OMETRIA_OUTBOX_DIR"):
+        monkeypatch.setenv(name, os.environ[name])
     assert cli.main(["demo"]) == 0
     for name in ("OMETRIA_API_URL", "OMETRIA_API_KEY", "SAP_B1_SERVICE_LAYER_URL"):
         monkeypatch.delenv(name)
     get_settings(refresh=True)
-    assert seen == {"sap": True, "ometria": True, "key": None}
+    assert (seen["sap"], seen["ometria"], seen["key"]) == (True, True, None)
+    # the production warehouse (watermarks, ledger) and outbox are left alone
+    assert seen["warehouse"] != production.duckdb_path
+    assert seen["outbox"] != production.outbox_dir
+    assert seen["warehouse"].is_relative_to(production.demo_dir)
 
 
 def test_summary_shows_read_changed_sent_and_exceptions(capsys):
