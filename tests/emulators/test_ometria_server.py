@@ -106,6 +106,49 @@ def test_field_errors_are_rejected_and_listed_in_errors(http, emu):
     assert push(http, [{"@type": "product", "id": "P1", "is_in_stock": False, "@merge": True}]).json()["rejected"] == 0
 
 
+def test_phone_numbers_must_be_valid_for_libphonenumber_not_just_e164_shaped(http, emu):
+    # Ometria validates phone numbers with Google's libphonenumber: Ofcom's drama mobiles
+    # (+44 7700 900xxx) look like E.164 but are not valid numbers; its drama landlines are.
+    body = push(http, [contact(1, phone_number="+442079460123"), contact(2, phone_number="+447700900123"),
+                       contact(3, phone_number="07700 900123")]).json()
+    assert body["accepted"] == 1 and body["rejected"] == 2
+    assert {i for _, i in emu.records("contact")} == {"C1"}
+    assert {(e["record_id"], e["message"]["error_path"]) for e in emu.errors()} == {
+        ("C2", "root > phone_number"), ("C3", "root > phone_number")}
+
+
+def line(pid, **kw):
+    return {"product_id": pid, "quantity": 1, "unit_price": 5.0, **kw}
+
+
+def test_with_known_products_only_an_order_line_must_name_a_product_ometria_holds():
+    # "product_id: must reference an existing Ometria product id": the demo's Ometria checks it.
+    with OmetriaEmulator(api_key=KEY, known_products_only=True) as emu, httpx.Client(
+            base_url=emu.url + "/", headers={"X-Ometria-Auth": KEY}, timeout=10) as http:
+        assert push(http, [product(1), product(2)]).json()["accepted"] == 2
+        body = push(http, [
+            order(1, lineitems=[line("P1"), line("P2")]),
+            order(2, lineitems=[line("P1"), line("LEGACY-7"), line("P9")]),
+            order(3),                                       # no lines: nothing to check
+            {"@type": "order", "id": "O1", "status": "shipped", "@merge": True},
+        ]).json()
+        assert body["accepted"] == 3 and body["rejected"] == 1
+        assert {i for _, i in emu.records("order")} == {"O1", "O3"}
+        assert emu.get("order", "O1")["status"] == "shipped"
+        errors = http.get("push/_errors").json()
+        assert sorted((e["record_id"], e["message"]["error_path"]) for e in errors) == [
+            ("O2", "root > lineitems > 1 > product_id"), ("O2", "root > lineitems > 2 > product_id")]
+        assert {e["message"]["error_message"] for e in errors} == {"not a valid value"}
+        assert all(e["request_id"] == body["request_id"] for e in errors)
+        # once the product exists, the same order goes in
+        push(http, [product(9), {"@type": "product", "id": "LEGACY-7", "title": "Old", "price": 1}])
+        assert push(http, [order(2, lineitems=[line("P1"), line("LEGACY-7"), line("P9")])]).json()["rejected"] == 0
+
+
+def test_by_default_orders_need_no_catalogue(http, emu):
+    assert push(http, [order(1, lineitems=[line("P404")])]).json()["accepted"] == 1
+
+
 def test_errors_keep_only_the_100_most_recent_and_can_be_flat(http, emu):
     for start in range(0, 150, 50):
         push(http, [order(i, currency="x") for i in range(start, start + 50)])

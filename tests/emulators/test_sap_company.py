@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
+import phonenumbers
 import polars as pl
 import pytest
 
@@ -49,7 +51,8 @@ def test_advancing_tick_by_tick_equals_generating_at_that_tick(company):
 def test_sizes_follow_the_scale(company):
     s = company.summary()
     assert s["BusinessPartners"] == 200 and s["Orders"] == 1000
-    assert 2.5 <= s["Orders.lines"] / s["Orders"] <= 3.5
+    big = company.tables["RDR1"].filter(pl.col("DocEntry").is_in(company.planted["oversized_orders"])).height
+    assert 2.5 <= (s["Orders.lines"] - big) / (s["Orders"] - 1) <= 3.5  # the pre-order's 460 lines aside
     assert s["BusinessPartners.leads"] > 0 and s["BusinessPartners.suppliers"] > 0
     assert s["Warehouses"] == 4 and s["ItemWarehouseInfoCollection"] == 4 * s["Items"]
     assert 0 < s["DeliveryNotes"] < s["Orders"] and 0 < s["Invoices"] <= s["Orders"]
@@ -320,6 +323,82 @@ def test_committed_stock_matches_open_order_lines(company):
         lambda r: (r["ItemCode"], r["WarehouseCode"]) in reserved, return_dtype=pl.Boolean))
     assert (plain["Committed"] == plain["RemainingOpenQuantity"]).all()
     assert (plain["Committed"] > 0).any()
+
+
+# -- what only shows on the way into Ometria -----------------------------------------------------
+
+def _valid(number: str | None, region: str) -> bool:
+    try:
+        return number is not None and phonenumbers.is_valid_number(phonenumbers.parse(number, region))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def test_phone_numbers_are_fictional_yet_valid_except_a_planted_few(company):
+    bp = company.tables["OCRD"].select("CardCode", "CardType", "Country", "Cellular", "Phone1").to_dicts()
+    bad = set(company.planted["invalid_phones"])
+    assert 1 <= len(bad) <= 0.03 * len(bp)
+    for row in bp:
+        usable = [n for n in (row["Cellular"], row["Phone1"]) if _valid(n, row["Country"])]
+        if row["CardCode"] in bad:
+            assert row["Cellular"] and not usable, row
+            continue
+        if row["Cellular"] or row["Phone1"]:
+            assert usable, row  # a drama mobile comes with a landline to fall back on
+        for n in usable:  # reserved for fiction: nobody real is ever rung
+            digits = phonenumbers.format_number(phonenumbers.parse(n, row["Country"]), phonenumbers.PhoneNumberFormat.E164)
+            assert re.match(r"^\+44(2079460|11[3467]4960|1[2-6]14960|1914980|2920180|2890180)\d{3}$"
+                            r"|^\+33199000\d{3}$|^\+121255501\d{2}$", digits), digits
+    mobiles = [r["Cellular"] for r in bp if r["Cellular"]]
+    assert any(m.startswith("07700 900") for m in mobiles) and any(_valid(m, "GB") for m in mobiles)
+
+
+@pytest.mark.parametrize("scale", [0.02, SCALE])
+def test_records_ometria_cannot_take_are_planted_at_every_scale(scale, company):
+    c = company if scale == SCALE else generate_company(scale, seed=42)
+    p = c.planted
+    # Customers keyed by their email address: the key is consistent everywhere SAP holds it.
+    keyed = p["email_card_codes"]
+    assert len(keyed) == 2 and all("@" in k for k in keyed)
+    bp = c.tables["OCRD"].filter(pl.col("CardCode").is_in(keyed))
+    assert bp.height == 2 and (bp["EmailAddress"].str.to_lowercase() == bp["CardCode"]).all()
+    assert set(c.tables["CRD1"].filter(pl.col("BPCode").is_in(keyed))["BPCode"]) == set(keyed)
+    orders = c.tables["ORDR"].filter(pl.col("CardCode").is_in(keyed))
+    assert 2 <= orders.height <= 6
+    assert not c.tables["ORDR"]["CardCode"].str.contains("@").any() or set(
+        c.tables["ORDR"].filter(pl.col("CardCode").str.contains("@"))["CardCode"]) <= set(keyed)
+    # A trade pre-order over Ometria's 60 KB: many lines, open, from the wholesale warehouse.
+    (entry,) = p["oversized_orders"]
+    head = c.tables["ORDR"].filter(pl.col("DocEntry") == entry).row(0, named=True)
+    lines = c.tables["RDR1"].filter(pl.col("DocEntry") == entry)
+    assert lines.height == 460 and lines["LineNum"].to_list() == list(range(460))
+    assert (lines["WarehouseCode"].cast(pl.String) == "WHS-WHOLESALE").all()
+    assert (lines["LineStatus"].cast(pl.String) == "bost_Open").all()
+    assert head["DocumentStatus"] == "bost_Open" and head["CancelStatus"] == "csNo"
+    trader = c.tables["OCRD"].filter(pl.col("CardCode") == head["CardCode"]).row(0, named=True)
+    assert trader["GroupCode"] == 102 and trader["CardType"] == "cCustomer"
+    assert not c.tables["DLN1"].filter((pl.col("BaseType") == 17) & (pl.col("BaseEntry") == entry)).height
+    gap = _total_gap(c.frame("Orders").filter(pl.col("DocEntry") == entry))["gap"][0]
+    assert gap <= 0.005
+    # An item whose web title (memo UDF, 64000 characters) holds a pasted product page.
+    (item,) = p["oversized_items"]
+    title = c.tables["OITM"].filter(pl.col("ItemCode") == item)["U_WebTitle"][0]
+    assert 30_000 < len(title) <= 64_000 and title.startswith("<div")
+    assert not c.tables["RDR1"]["ItemCode"].is_in([item]).any()
+
+
+def test_ticks_leave_the_planted_cases_alone(company, later):
+    p = company.planted
+    keyed = p["email_card_codes"] + p["invalid_phones"]
+    cols = ["CardCode", "EmailAddress", "Cellular", "Phone1", "UpdateDate", "UpdateTime"]
+    assert later.tables["OCRD"].filter(pl.col("CardCode").is_in(keyed)).select(cols).sort("CardCode").equals(
+        company.tables["OCRD"].filter(pl.col("CardCode").is_in(keyed)).select(cols).sort("CardCode"))
+    big = pl.col("DocEntry").is_in(p["oversized_orders"])
+    assert later.tables["ORDR"].filter(big).equals(company.tables["ORDR"].filter(big))
+    assert later.tables["RDR1"].filter(big).height == 460
+    item = pl.col("ItemCode").is_in(p["oversized_items"])
+    assert later.tables["OITM"].filter(item).select("ItemCode", "U_WebTitle").equals(
+        company.tables["OITM"].filter(item).select("ItemCode", "U_WebTitle"))
 
 
 # -- the clock ---------------------------------------------------------------------------------------

@@ -3,7 +3,10 @@ keeping what it was sent in `<SAP_OMETRIA_DEMO_DIR>/ometria.sqlite`, so a second
 (or the reconciliation) sees what the first one pushed.
 
 Pushes still travel over HTTP through the real client: the demo exercises the same code,
-rate limit and retries as production, only the far end is local.
+rate limit and retries as production, only the far end is local. It validates as strictly as
+Ometria documents, including that an order line's product must already be in Ometria
+(`known_products_only`): the demo company's orders with lines for items SAP no longer knows are
+rejected by Ometria, as they would be for real, and show as `ometria_rejected` exceptions.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def ensure_embedded_ometria(settings) -> EmbeddedOmetria:
         found = _running.get(store)
         if found is not None:
             return found
-        emulator = OmetriaEmulator(api_key=DEMO_API_KEY, store_path=store).start()
+        emulator = OmetriaEmulator(api_key=DEMO_API_KEY, store_path=store, known_products_only=True).start()
         embedded = EmbeddedOmetria(url=emulator.url, api_key=SecretStr(DEMO_API_KEY), emulator=emulator)
         _running[store] = embedded
         return embedded
