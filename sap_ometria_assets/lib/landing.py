@@ -528,10 +528,11 @@ def land_table(
                 scan_keys = staged.tables[plan.main.table] if not incremental else _key_scan(
                     con, client, spec, Path(tmp), names, result)
             result.requests = client.requests - requests_before
+            broken = _broken_contract(con, plan, staged)
             con.execute("BEGIN TRANSACTION")
             try:
                 _merge_all(con, plan, staged, result, now, scan_keys, full_refresh)
-                wm_after = _advance_watermark(con, plan, staged, wm_before, now, result)
+                wm_after = _advance_watermark(con, plan, staged, wm_before, now, result, broken)
                 result.watermark_after = str(wm_after) if wm_after else None
                 con.execute("COMMIT")
             except BaseException:
@@ -1350,11 +1351,48 @@ def _record_rejects(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged
         result.tables.setdefault(table, TableCounts()).rejected_values = int(n)
 
 
+def _broken_contract(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged) -> list[str]:
+    """Contract columns this extract did not deliver: sent by the previous extract but absent
+    now (removed or renamed in SAP), or unreadable in most of its records (a type change).
+    Rows landed from such an extract hold NULL there. Call before the merge replaces
+    `sap_meta.extract_columns`."""
+    if staged.empty:
+        return []
+    broken: list[str] = []
+    for target in plan.targets:
+        if target.table in staged.absent:
+            continue
+        before = {r[0].lower() for r in con.execute(
+            "SELECT column_name FROM sap_meta.extract_columns WHERE table_name = ?", [target.table]
+        ).fetchall()}
+        sent = {c.name.lower() for c in staged.cols[target.table]}
+        broken += [f"{target.table}.{c}" for c in target.contract if c.lower() in before - sent]
+    if staged.rejects:
+        for table, column, records in con.execute(
+                f"SELECT table_name, column_name, count(DISTINCT record_key) FROM {q(staged.rejects)} "
+                "GROUP BY ALL").fetchall():
+            target = next((t for t in plan.targets if t.table == table), None)
+            if target is None or column not in target.contract or records < 5:
+                continue
+            landed = con.execute(f"SELECT count(*) FROM {q(staged.tables[table])}").fetchone()[0]
+            if records * 2 >= landed:
+                broken.append(f"{table}.{column}")
+    return broken
+
+
 def _advance_watermark(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged,
-                       before: Watermark | None, now: datetime, result: LandResult) -> Watermark | None:
+                       before: Watermark | None, now: datetime, result: LandResult,
+                       broken: list[str] | None = None) -> Watermark | None:
     stage = staged.tables[plan.main.table]
     names_ = {c.name for c in staged.cols[plan.main.table]}
     after = before
+    if broken:
+        # The contract check stops everything downstream of this extract; once SAP is fixed the
+        # same records must be read again (they carry no new UpdateDate), so the watermark stays.
+        _log.warning("%s: the extract lacks contract column(s) %s; watermark kept at %s so the "
+                     "next read lands these records again", plan.spec.table, ", ".join(broken),
+                     before or "none")
+        names_ = set()
     if {"UpdateDate", "UpdateTime"} <= names_:
         row = con.execute(
             f"SELECT \"UpdateDate\", \"UpdateTime\" FROM {q(stage)} WHERE \"UpdateDate\" IS NOT "

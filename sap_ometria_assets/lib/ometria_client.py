@@ -57,6 +57,12 @@ RECORD_TYPES = ("contact", "order", "product", "custom_event")
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
 
+# Backoff base and sleep of the clients the Dagster resource builds. Module attributes so the
+# fault-injection tests can shorten the backoff and record the waits (a 429's Retry-After)
+# without sleeping; None = time.sleep.
+RETRY_BACKOFF_S = 0.5
+SLEEP: Sleep | None = None
+
 
 # --------------------------------------------------------------------------------------
 # Errors
@@ -667,6 +673,8 @@ class OmetriaResource(dg.ConfigurableResource):
             rate_limit_per_s=rate,
             timeout_s=settings.ometria_timeout_s,
             max_retries=settings.ometria_max_retries,
+            backoff_initial_s=RETRY_BACKOFF_S,
+            sleep=SLEEP,
         )
         try:
             yield client

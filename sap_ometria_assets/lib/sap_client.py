@@ -70,6 +70,10 @@ _NEXT_LINK_KEYS = (b'"@odata.nextLink"', b'"odata.nextLink"')
 # and paths use / ; everything else (spaces above all) is percent-encoded as SL expects.
 _QUERY_SAFE = "',()/:$@*"
 # The start of a Service Layer collection page: optional context annotation, then `value: [`.
+_HTML_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+# Backoff base of the clients the Dagster resource builds (attempt n waits about base * 2**n).
+# A module attribute so the fault-injection tests can shorten it; production keeps SL's pace.
+RETRY_BACKOFF_S = 0.5
 _PAGE_START = re.compile(
     rb'\s*\{\s*(?:"(?:@odata\.context|odata\.metadata)"\s*:\s*"(?:[^"\\]|\\.)*"\s*,\s*)?"value"\s*:\s*\['
 )
@@ -136,7 +140,11 @@ def parse_error_body(content: bytes) -> tuple[str | None, str | None]:
         doc = orjson.loads(content)
     except orjson.JSONDecodeError:
         text = content.decode("utf-8", "replace").strip()
-        return None, (text[:300] or None)
+        # A proxy's HTML error page: its title says it all, and a log line stays one line.
+        title = _HTML_TITLE.search(text)
+        if title:
+            return None, " ".join(title.group(1).split())[:300] or None
+        return None, (" ".join(text.split())[:300] or None)
     err = doc.get("error") if isinstance(doc, dict) else None
     if not isinstance(err, dict):
         return None, None
@@ -711,7 +719,7 @@ class SapB1Resource(dg.ConfigurableResource):
             kwargs["username"] = self.username
         if self.page_size:
             kwargs["page_size"] = self.page_size
-        return SapB1Client(url, logger=logger, **kwargs)
+        return SapB1Client(url, logger=logger, backoff_s=RETRY_BACKOFF_S, **kwargs)
 
     @contextmanager
     def client(self, logger: Any = None) -> Iterator[SapB1Client]:

@@ -13,7 +13,8 @@ chunks that are cached; filters and ordering run as polars expressions over the 
 and the row positions of a query are cached so that following next links costs a slice.
 
 `SapB1Emulator.faults` switches failures on for tests: sessions killed mid-paging, 5xx answers,
-latency, truncated pages, malformed records, schema changes and the spelling of next links.
+latency, stalled answers (client timeouts), truncated pages, malformed records, schema changes
+and the spelling of next links.
 
 Run it alone: `python -m sap_ometria_assets.emulators.sap_b1.server --port 50000 --scale 1`.
 """
@@ -92,6 +93,7 @@ class Faults:
         self._expire_after: int | None = None
         self._fail: list[tuple[int, int, bool]] = []     # (remaining, status, include_login)
         self._delay_s = 0.0
+        self._stall: list[tuple[int, float]] = []         # (remaining, seconds)
         self._pages: dict[tuple[str, int], int] = {}
         self._records: dict[str, dict[str, list[tuple[str, Any]]]] = {}
         self._schema: dict[str, SchemaChange] = {}
@@ -109,6 +111,11 @@ class Faults:
         """The next `n` requests answer `status` (5xx from SL, or the Apache proxy's HTML page)."""
         with self._lock:
             self._fail.append((int(n), int(status), include_login))
+
+    def stall_next(self, n: int, seconds: float) -> None:
+        """The next `n` data requests answer only after `seconds` (a client timeout, not latency)."""
+        with self._lock:
+            self._stall.append((int(n), max(0.0, float(seconds))))
 
     @property
     def delay_s(self) -> float:
@@ -164,6 +171,7 @@ class Faults:
         with self._lock:
             self._expire_after = None
             self._fail.clear()
+            self._stall.clear()
             self._delay_s = 0.0
             self._pages.clear()
             self._records.clear()
@@ -184,6 +192,17 @@ class Faults:
                     self._fail[i] = (remaining - 1, status, include_login)
                 return status
             return None
+
+    def _take_stall(self) -> float:
+        with self._lock:
+            if not self._stall:
+                return 0.0
+            remaining, seconds = self._stall[0]
+            if remaining <= 1:
+                self._stall.pop(0)
+            else:
+                self._stall[0] = (remaining - 1, seconds)
+            return seconds
 
     def _count_data_request(self) -> bool:
         """True when this request is the one after which sessions must die."""
@@ -819,6 +838,9 @@ class _Handler(BaseHTTPRequestHandler):
             status = emu.faults._take_failure(is_login=False)
             if status:
                 return self._fault_reply(version, status)
+            stall = emu.faults._take_stall()
+            if stall:
+                time.sleep(stall)
             if emu.faults._count_data_request():
                 emu.kill_sessions()
             sid = emu._check_session(self._cookies())
@@ -1000,8 +1022,8 @@ class _Handler(BaseHTTPRequestHandler):
                 for name, kwargs in payload.items():
                     if name in ("delay_s", "next_link_style", "next_link_keeps_query"):
                         setattr(emu.faults, name, kwargs)
-                    elif name in ("expire_sessions_after", "fail_next", "malformed_page", "malformed_record",
-                                  "schema_change", "clear"):
+                    elif name in ("expire_sessions_after", "fail_next", "stall_next", "malformed_page",
+                                  "malformed_record", "schema_change", "clear"):
                         getattr(emu.faults, name)(**(kwargs or {}))
                     else:
                         raise ValueError(f"unknown fault {name!r}")
