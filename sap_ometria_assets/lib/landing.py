@@ -77,6 +77,7 @@ from sap_ometria_assets.lib.sap_tables import (
     SapTable,
 )
 from sap_ometria_assets.lib.settings import Settings
+from sap_ometria_assets.lib.warehouse import table_columns
 
 _log = logging.getLogger(__name__)
 
