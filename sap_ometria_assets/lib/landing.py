@@ -210,15 +210,6 @@ def _fqn(schema: str, table: str) -> str:
     return f"{q(schema)}.{q(table)}"
 
 
-def _table_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
-    rows = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-        [schema, table],
-    ).fetchall()
-    return {name: dtype for name, dtype in rows}
-
-
 def ensure_meta(con: duckdb.DuckDBPyConnection) -> None:
     for ddl in META_DDL:
         con.execute(ddl)
@@ -334,9 +325,9 @@ def _contract_read_type(registry_type: str) -> str:
 
 def udf_types(con: duckdb.DuckDBPyConnection, udf_table: str | None) -> dict[str, str]:
     """DuckDB types of a table's UDFs (`U_<Name>`) from the landed `sap_raw.cufd`."""
-    if not udf_table or not _table_columns(con, "sap_raw", "cufd"):
+    if not udf_table or not table_columns(con, "sap_raw", "cufd"):
         return {}
-    cols = _table_columns(con, "sap_raw", "cufd")
+    cols = table_columns(con, "sap_raw", "cufd")
     if not {"TableName", "Name", "Type"} <= cols.keys():
         return {}
     sub = "SubType" if "SubType" in cols else "NULL"
@@ -504,7 +495,7 @@ def land_table(
     wm_before = get_watermark(con, spec.table)
     # A watermark without its table (dropped by hand) must not turn into a partial reload.
     incremental = (spec.read_mode == "incremental" and not full_refresh and wm_before is not None
-                   and bool(_table_columns(con, "sap_raw", spec.table)))
+                   and bool(table_columns(con, "sap_raw", spec.table)))
     filters = [spec.filter] if spec.filter else []
     if incremental and wm_before is not None:
         filters.append(incremental_filter(wm_before, settings.sap_b1_overlap_minutes))
@@ -683,7 +674,7 @@ def _entity_key(plan: _Plan) -> tuple[str, ...]:
 
 def _stage(con: duckdb.DuckDBPyConnection, files: list[str], plan: _Plan, names: _Names) -> _Staged:
     forced = {t.table: {**udf_types(con, t.udf_table), **t.contract} for t in plan.targets}
-    stored = {t.table: _table_columns(con, "sap_raw", t.table) for t in plan.targets}
+    stored = {t.table: table_columns(con, "sap_raw", t.table) for t in plan.targets}
     if not files:
         return _empty_stage(con, plan, names)
     element = _infer(con, _sample(files))
@@ -977,7 +968,7 @@ def _conform(con: duckdb.DuckDBPyConnection, target: _Target, stage: str, cols: 
              now: datetime) -> None:
     """Decide every column's type in sap_raw, evolving the stored table (and its history) when
     the extract brings a value the stored type cannot hold. Never narrows, never loses a value."""
-    existing = _table_columns(con, "sap_raw", target.table)
+    existing = table_columns(con, "sap_raw", target.table)
     stats = _stats(con, stage, [c for c in cols if c.kind in ("number", "integer", "datelike")])
     for col in cols:
         stat = stats.get(col.name)
@@ -1058,7 +1049,7 @@ def _table_casts(con: duckdb.DuckDBPyConnection, table: str, column: str, target
 def _alter_type(con: duckdb.DuckDBPyConnection, target: _Target, column: str, old: str, new: str,
                 now: datetime) -> None:
     for schema in ("sap_raw", "sap_history"):
-        if column in _table_columns(con, schema, target.table):
+        if column in table_columns(con, schema, target.table):
             con.execute(f"ALTER TABLE {_fqn(schema, target.table)} ALTER COLUMN {q(column)} "
                         f"SET DATA TYPE {new}")
     con.execute("INSERT INTO sap_meta.schema_changes VALUES (?, ?, 'type_changed', ?, ?, ?)",
@@ -1089,7 +1080,7 @@ def _ensure_table(con: duckdb.DuckDBPyConnection, target: _Target, cols: list[_C
                   now: datetime, counts: TableCounts) -> None:
     """Create the sap_raw table, or add the columns this extract brings for the first time."""
     fqn = _fqn("sap_raw", target.table)
-    existing = _table_columns(con, "sap_raw", target.table)
+    existing = table_columns(con, "sap_raw", target.table)
     wanted = [(c.name, c.final_type) for c in _ordered(target, cols)]
     present = {c.name for c in cols}
     wanted += [(n, _contract_read_type(t)) for n, t in target.contract.items() if n not in present]
@@ -1107,8 +1098,8 @@ def _ensure_table(con: duckdb.DuckDBPyConnection, target: _Target, cols: list[_C
 
 def _ensure_history(con: duckdb.DuckDBPyConnection, target: _Target) -> str:
     fqn = _fqn("sap_history", target.table)
-    raw_cols = _table_columns(con, "sap_raw", target.table)
-    hist = _table_columns(con, "sap_history", target.table)
+    raw_cols = table_columns(con, "sap_raw", target.table)
+    hist = table_columns(con, "sap_history", target.table)
     if not hist:
         defs = [f"{q(n)} {t}" for n, t in raw_cols.items()]
         defs += [f"{VALID_FROM} TIMESTAMPTZ", f"{VALID_TO} TIMESTAMPTZ", f"{IS_CURRENT} BOOLEAN"]
