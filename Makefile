@@ -40,6 +40,8 @@ ui: $(STAMP)
 	trap "kill $$DAEMON" EXIT; \
 	$(BIN)/dagster-webserver -w workspace.yaml -h $(HOST) -p $(PORT)
 
+## Benchmarks at demo scale x1, x10, x100 (BENCH_SCALES=1,10 to choose) -> benchmarks/results.md.
+## Long (x100: about an hour with the push); not part of `make test`.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run
