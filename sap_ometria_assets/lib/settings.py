@@ -55,6 +55,14 @@ class Settings(BaseSettings):
 
     # --- Warehouse and company ----------------------------------------------------------
     sap_ometria_duckdb_path: Path = Path("data/warehouse.duckdb")
+    sap_ometria_duckdb_memory_limit: str = Field(
+        default="2GB",
+        description="DuckDB memory cap per connection (e.g. 2GB); above it DuckDB spills to disk.",
+    )
+    sap_ometria_duckdb_lock_wait_s: float = Field(
+        default=120.0, ge=0, le=3600,
+        description="How long a step waits for another process to release the warehouse file.",
+    )
     sap_ometria_timezone: str = Field(
         default="Europe/London",
         description="Company time zone: SAP's timestamps carry no offset (the v2 'Z' is nominal).",

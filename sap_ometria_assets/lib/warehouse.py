@@ -26,19 +26,37 @@ class WarehouseLockedError(RuntimeError):
     """The DuckDB file stayed locked by another process for longer than we wait."""
 
 
+def _lock_holder(exc: Exception) -> str:
+    """DuckDB names the process holding the lock ("... held in /usr/bin/python3 (PID 123)")."""
+    for line in str(exc).splitlines():
+        if "PID" in line or "held" in line.lower():
+            return f" DuckDB says: {line.strip()}"
+    return ""
+
+
 @contextmanager
-def connect(path: str | Path, read_only: bool = False, wait_s: float = 120.0) -> Iterator[
-    duckdb.DuckDBPyConnection
-]:
-    """Open the warehouse, waiting up to `wait_s` for another process to release its lock."""
+def connect(path: str | Path, read_only: bool = False, wait_s: float | None = None,
+            memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse, waiting up to `wait_s` for another process to release its lock.
+
+    `wait_s` and `memory_limit` default to SAP_OMETRIA_DUCKDB_LOCK_WAIT_S and
+    SAP_OMETRIA_DUCKDB_MEMORY_LIMIT: DuckDB's own default takes 80% of RAM, so on a small
+    machine a big merge would crowd out the rest of the run instead of spilling to disk.
+    """
+    from sap_ometria_assets.lib.settings import get_settings
+
+    settings = get_settings()
+    wait_s = settings.sap_ometria_duckdb_lock_wait_s if wait_s is None else wait_s
+    memory_limit = memory_limit or settings.sap_ometria_duckdb_memory_limit
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
+    config = {"memory_limit": memory_limit} if memory_limit else {}
     deadline = time.monotonic() + wait_s
     delay = 0.05
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
             break
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
@@ -46,6 +64,7 @@ def connect(path: str | Path, read_only: bool = False, wait_s: float = 120.0) ->
                     raise WarehouseLockedError(
                         f"DuckDB file {path} is locked by another process (waited {wait_s:.0f}s). "
                         "Is a second sync or a duckdb CLI session holding it open?"
+                        + _lock_holder(exc)
                     ) from exc
                 raise
             time.sleep(delay)

@@ -82,6 +82,7 @@ def test_a_warehouse_held_by_another_process_is_named_then_waited_for(push_env):
             with connect(env.db, wait_s=0.3):
                 pass
         assert str(env.db) in str(caught.value) and "locked by another process" in str(caught.value)
+        assert f"PID {holder.pid}" in str(caught.value)  # ops can find the holder
         run = run_sync(PUSH)  # waits for the holder to let go, then proceeds
         assert holder.poll() is not None  # it really was held until the holder left
     finally:
