@@ -4,6 +4,7 @@ counts, stay stable across unchanged runs, and document every column."""
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -49,8 +50,12 @@ def sap_raw_tables() -> dict[str, pl.DataFrame]:
 
 
 def land(path: Path, tables: dict[str, pl.DataFrame]) -> None:
+    """Replace sap_raw tables as landing would: the rows it writes carry the landing time."""
+    now = datetime.now(UTC)
     with connect(path) as con:
         for name, df in tables.items():
+            if "_landed_at" in df.columns:
+                df = df.with_columns(pl.lit(now, pl.Datetime("us", "UTC")).alias("_landed_at"))
             write_table(con, "sap_raw", name, df)
 
 
@@ -167,3 +172,107 @@ def test_asset_definitions_for_the_ui():
     orders = graph.get(dg.AssetKey(["ometria", "orders"]))
     assert {dg.AssetKey(["sap_raw", t]) for t in ("ordr", "rdr1", "dln1", "orin", "rin1", "inv1")} <= orders.parent_keys
     assert "whole" in (orders.description or "")
+
+
+def _materialize_orders(path: Path, instance, full_rebuild: bool = False) -> dict:
+    a = A.ometria_orders_and_refunds
+    upstream = [dg.AssetSpec(k) for deps in a.asset_deps.values() for k in deps]
+    result = dg.materialize(
+        [a, *{s.key: s for s in upstream}.values()], selection=dg.AssetSelection.assets(*a.keys),
+        resources={"warehouse": WarehouseResource(duckdb_path=str(path))}, instance=instance,
+        run_config={"ops": {a.op.name: {"config": {"full_rebuild": full_rebuild}}}},
+    )
+    return {e.event_specific_data.materialization.asset_key.to_user_string():
+            {k: v.value for k, v in e.event_specific_data.materialization.metadata.items()}
+            for e in result.get_asset_materialization_events()}
+
+
+def _land_changed(path: Path, table: str, key: str, rows: list[dict]) -> None:
+    """Replace the rows of the given keys (children: of the given parents) as landing does."""
+    df = frame(table, rows).with_columns(pl.lit(datetime.now(UTC), pl.Datetime("us", "UTC")).alias("_landed_at"))
+    with connect(path) as con:
+        con.register("_changed", df)
+        con.execute(f'DELETE FROM sap_raw.{table} WHERE "{key}" IN (SELECT "{key}" FROM _changed)')
+        con.execute(f"INSERT INTO sap_raw.{table} BY NAME SELECT * FROM _changed")
+        con.unregister("_changed")
+
+
+def _tables(path: Path) -> dict[str, list]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return {t: sorted(map(str, con.execute(f"SELECT * FROM ometria.{t}").fetchall()))
+                for t in ("orders", "refunds")}
+
+
+def test_an_incremental_build_rebuilds_only_what_changed_and_equals_a_full_rebuild(warehouse_path, tmp_path):
+    with dg.instance_for_test() as instance:
+        first = _materialize_orders(warehouse_path, instance)["ometria/orders"]
+        assert first["build_mode"] == "full" and first["full_rebuild_reason"] == "no previous build"
+        nothing = _materialize_orders(warehouse_path, instance)["ometria/orders"]
+        assert (nothing["build_mode"], nothing["orders_rebuilt"], nothing["credit_memos_rebuilt"]) == ("incremental", 0, 0)
+        assert nothing["payloads_unchanged"] == nothing["dagster/row_count"] == 3
+
+        # SAP changes: order 1 is cancelled; a new order 3 with a credit memo 31 against it
+        _land_changed(warehouse_path, "ordr", "DocEntry", [
+            order(1, DocTotal=D("120"), VatSum=D("20"), Cancelled="tYES", CancelStatus="csYes"),
+            order(3, card="C002", DocTotal=D("60"), VatSum=D("10")),
+        ])
+        _land_changed(warehouse_path, "rdr1", "DocEntry", [line(3, 0, "A", 1, 50)])
+        _land_changed(warehouse_path, "orin", "DocEntry", [order(31, card="C002", DocTotal=D("60"), VatSum=D("10"))])
+        _land_changed(warehouse_path, "rin1", "DocEntry", [line(31, 0, "A", 1, 50, BaseType=17, BaseEntry=3, BaseLine=0)])
+        incremental = _materialize_orders(warehouse_path, instance)
+        orders = incremental["ometria/orders"]
+        # order 1 and credit memo 30 (linked to it), order 3 and credit memo 31; order 2 untouched
+        assert orders["build_mode"] == "incremental"
+        assert (orders["orders_rebuilt"], orders["credit_memos_rebuilt"]) == (2, 2)
+        assert (orders["payloads_new"], orders["payloads_changed"]) == (2, 1)
+        assert orders["dagster/row_count"] == 5 and orders["payloads_unchanged"] == 2
+        assert incremental["ometria/refunds"]["dagster/row_count"] == 2
+        after_incremental = _tables(warehouse_path)
+
+        full = _materialize_orders(warehouse_path, instance, full_rebuild=True)["ometria/orders"]
+        assert full["build_mode"] == "full" and full["full_rebuild_reason"] == "full rebuild requested"
+        assert _tables(warehouse_path) == after_incremental
+
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        status = dict(con.execute("SELECT id, status FROM ometria.orders WHERE sap_object = 'ORDR'").fetchall())
+    assert status == {"SO-1": "cancelled", "SO-2": "pending", "SO-3": "pending"}
+
+
+def test_a_full_build_in_slices_equals_a_build_in_one_go(warehouse_path, tmp_path, monkeypatch):
+    # large companies are rebuilt in slices of orders; here one order per slice, with a credit
+    # memo (CN-30) linked to an order of another slice
+    from sap_ometria_assets.lib.transforms import incremental
+
+    with dg.instance_for_test() as instance:
+        one_go = _materialize_orders(warehouse_path, instance, full_rebuild=True)
+        expected = _tables(warehouse_path)
+        monkeypatch.setattr(incremental, "FULL_BUILD_SLICE", 1)
+        sliced = _materialize_orders(warehouse_path, instance, full_rebuild=True)
+        assert _tables(warehouse_path) == expected
+    for key in ("dagster/row_count", "held_back", "held_back_by_reason", "negative_orders_from_credit_memos",
+                "credit_memos_counted", "credit_memos_negative_orders"):
+        assert sliced["ometria/orders"][key] == one_go["ometria/orders"][key], key
+    assert sliced["ometria/orders"]["payloads_unchanged"] == 3
+
+
+def test_a_full_build_that_fails_half_way_is_followed_by_a_full_build(warehouse_path, monkeypatch):
+    from sap_ometria_assets.lib.transforms import incremental
+
+    with dg.instance_for_test() as instance:
+        _materialize_orders(warehouse_path, instance)
+        monkeypatch.setattr(incremental, "FULL_BUILD_SLICE", 1)
+        calls = {"n": 0}
+        real = A._upsert_rebuilt
+
+        def failing(con, result):
+            calls["n"] += 1
+            raise RuntimeError("disk full")
+
+        monkeypatch.setattr(A, "_upsert_rebuilt", failing)
+        with pytest.raises(Exception, match="disk full"):
+            _materialize_orders(warehouse_path, instance, full_rebuild=True)
+        assert calls["n"] == 1  # slice 1 of 3 was written, then the run failed
+        monkeypatch.setattr(A, "_upsert_rebuilt", real)
+        after = _materialize_orders(warehouse_path, instance)["ometria/orders"]
+        assert after["build_mode"] == "full" and after["full_rebuild_reason"] == "no previous build"
+        assert after["dagster/row_count"] == 3

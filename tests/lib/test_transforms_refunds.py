@@ -15,6 +15,7 @@ SAP's net revenue for C001 = 144 + 36 - (60 + 36 + 12 + 24) = 48.00.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from decimal import Decimal as D
 
@@ -233,3 +234,56 @@ def test_all_pushable_orders_and_negative_orders_pass_the_model(default_mapping)
         orders = build_orders(history(), in_mode(default_mapping, mode), zone=ZONE).orders
         ok = orders.filter(pl.col("held_back_reason").is_null())
         assert validate_payloads("orders", ok["payload"]).null_count() == ok.height
+
+
+# ---------------------------------------------------------------------------------------------
+# Hash stability: an unchanged SAP record must never be re-sent
+# ---------------------------------------------------------------------------------------------
+def _records(result) -> tuple[list, list]:
+    orders = sorted(result.orders.select("id", "payload", "payload_hash", "held_back_reason").rows())
+    refunds = sorted(result.refunds.rows(), key=lambda r: r[3])
+    return orders, refunds
+
+
+def _shuffled(inputs: OrderInputs, seed: int) -> OrderInputs:
+    return OrderInputs(**{
+        name: None if df is None else df.sample(fraction=1.0, shuffle=True, seed=seed)
+        for name, df in vars(inputs).items()
+    })
+
+
+@pytest.mark.parametrize("mode", ["negative_order", "refund_on_original"])
+def test_the_same_sap_data_in_any_row_order_gives_the_same_payloads(default_mapping, mode):
+    # Landing replaces changed rows at the end of a table, so a re-landing reorders rows without
+    # changing them: nothing in the payloads may depend on row order.
+    mapping = in_mode(default_mapping, mode)
+    first = _records(build_orders(history(), mapping, zone=ZONE))
+    assert _records(build_orders(history(), mapping, zone=ZONE)) == first
+    for seed in range(4):
+        assert _records(build_orders(_shuffled(history(), seed), mapping, zone=ZONE)) == first, seed
+
+
+def test_a_line_landed_twice_resolves_the_same_way_in_any_order(default_mapping):
+    # An invoice line key landed twice (an upstream error) must not make the trace flip between
+    # runs depending on which copy comes last.
+    twin = line(20, 0, "A", 2, 50, BaseType=15, BaseEntry=99, BaseLine=0)
+    base = history()
+    inputs = OrderInputs(**{**vars(base), "inv1": pl.concat([base.inv1, frame("inv1", [twin])])})
+    first = _records(build_orders(inputs, default_mapping, zone=ZONE))
+    for seed in range(4):
+        assert _records(build_orders(_shuffled(inputs, seed), default_mapping, zone=ZONE)) == first, seed
+
+
+# sha256 over the sorted (id, payload_hash) pairs of `history()`: pins the exact payload bytes,
+# so a rewrite of the transforms for speed cannot silently change what Ometria receives.
+PINNED_PAYLOADS = {
+    "negative_order": "44f2786138359b566b3f470326fd710f9d096b791c0d4dbfaedabf8b3e215a2d",
+    "refund_on_original": "090bead0cf45958586d07521a718f09b9899741c0a2fdcbfcf0172c4a0f3a2b8",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(PINNED_PAYLOADS))
+def test_payload_bytes_are_pinned(default_mapping, mode):
+    result = build_orders(history(), in_mode(default_mapping, mode), zone=ZONE)
+    pairs = sorted(result.orders.select("id", "payload_hash").rows())
+    assert hashlib.sha256(json.dumps(pairs).encode()).hexdigest() == PINNED_PAYLOADS[mode]

@@ -2,7 +2,8 @@
 
 One module per Ometria feed; `common` holds what they share (money in cents, time zones,
 payload encoding, hashing, validation). No I/O here: the assets in `defs/ometria` read the
-warehouse and write the results.
+warehouse and write the results. The exception is `incremental`, which selects in DuckDB SQL the
+orders and credit memos a run must rebuild (work proportional to what SAP changed).
 """
 
 from sap_ometria_assets.lib.transforms.contacts import build_contacts

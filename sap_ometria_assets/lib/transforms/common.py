@@ -591,11 +591,18 @@ def sha256_hex(payloads: pl.Series) -> pl.Series:
     million order payloads (2.7 s vs 6 s on 2 cores); the loop only hands bytes to C.
     """
     sha = hashlib.sha256
-    return pl.Series(
-        "payload_hash",
-        [None if p is None else sha(p.encode()).hexdigest() for p in payloads.to_list()],
-        dtype=pl.String,
-    )
+    # in slices: a million payloads as Python strings at once would double the peak memory
+    parts = [
+        pl.Series("payload_hash", [None if p is None else sha(p.encode()).hexdigest() for p in part.to_list()],
+                  dtype=pl.String)
+        for part in (payloads.slice(i, _HASH_SLICE) for i in range(0, payloads.len(), _HASH_SLICE))
+    ]
+    if not parts:
+        return pl.Series("payload_hash", [], dtype=pl.String)
+    return pl.concat(parts, rechunk=True)
+
+
+_HASH_SLICE = 50_000
 
 
 def finalize(df: pl.DataFrame, payload: pl.DataFrame, feed: str, columns: Sequence[str]) -> pl.DataFrame:

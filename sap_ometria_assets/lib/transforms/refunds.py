@@ -123,7 +123,7 @@ def _hops(df: pl.DataFrame | None, object_type: int, name: str) -> pl.DataFrame:
         pl.col("BaseEntry").cast(pl.Int64, strict=False).alias("_ne"),
         pl.col("BaseLine").cast(pl.Int64, strict=False).alias("_nl"),
         pl.lit(name).alias("_hop"),
-    ).unique(["_t", "_e", "_l"], keep="last", maintain_order=True)
+    )
 
 
 def resolve_links(cm: CreditMemos, inputs, order_lines: pl.DataFrame) -> pl.DataFrame:
@@ -135,7 +135,15 @@ def resolve_links(cm: CreditMemos, inputs, order_lines: pl.DataFrame) -> pl.Data
         pl.lit("").alias("_path"),
     )
     for _ in range(3):  # invoice -> delivery -> order is the longest chain
-        cur = cur.join(hops, on=["_t", "_e", "_l"], how="left").select(
+        # only the hop rows the frontier points at (invoice and delivery lines are millions,
+        # the credit memo lines that reach them a few thousand); a line key landed twice (an
+        # upstream error) resolves the same way whatever order the rows come in
+        step = (
+            hops.join(cur.select("_t", "_e", "_l").unique(), on=["_t", "_e", "_l"], how="semi")
+            .sort(list(_HOP_SCHEMA), nulls_last=True)
+            .unique(["_t", "_e", "_l"], keep="first", maintain_order=True)
+        )
+        cur = cur.join(step, on=["_t", "_e", "_l"], how="left").select(
             "_entry", "_line",
             pl.coalesce("_nt", "_t").alias("_t"),
             pl.when(pl.col("_hop").is_not_null()).then(pl.col("_ne")).otherwise(pl.col("_e")).alias("_e"),
@@ -143,7 +151,12 @@ def resolve_links(cm: CreditMemos, inputs, order_lines: pl.DataFrame) -> pl.Data
             pl.when(pl.col("_hop").is_not_null()).then(pl.col("_path") + pl.col("_hop") + ">")
             .otherwise(pl.col("_path")).alias("_path"),
         )
-    known = order_lines.select(pl.col("_entry").alias("_e"), pl.col("_line").alias("_l"), pl.lit(True).alias("_known"))
+    known = (
+        order_lines.select(pl.col("_entry").alias("_e"), pl.col("_line").alias("_l"))
+        .join(cur.select("_e", "_l").unique(), on=["_e", "_l"], how="semi")
+        .unique()
+        .with_columns(pl.lit(True).alias("_known"))
+    )
     cur = cur.join(known, on=["_e", "_l"], how="left")
     resolved = (pl.col("_t") == 17) & pl.col("_known").fill_null(False)
     return cur.select(
