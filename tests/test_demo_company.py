@@ -248,12 +248,6 @@ def test_sap_and_ometria_agree_per_day_except_the_listed_orders(demo):
     assert set(view["status"].to_list()) <= {"agrees", "explained"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lib/exceptions.py _covered_filter drops held_back_other when ANY other rule fires on the same "
-    "record, even one that does not keep it from Ometria (credit_memo_unlinked, order_total_mismatch, "
-    "line_unknown_item...): the hold-back then goes unlisted and recon cannot explain its gap. "
-    "Reported to the lead; remove this marker once the filter only counts rules that explain the "
-    "hold-back reason."))
 def test_a_held_back_record_stays_listed_when_an_unrelated_rule_also_fires(demo, tmp_path):
     copy = tmp_path / "warehouse.duckdb"
     shutil.copy(demo["warehouse"], copy)

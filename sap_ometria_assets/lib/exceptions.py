@@ -993,13 +993,21 @@ def _run_rule(ctx: RuleContext, rule: Rule) -> int:
     return int(inserted[0][0]) if inserted else 0
 
 
+# The rules whose firing means the transform held the record back; any other rule (an unlinked
+# credit memo, a total that does not add up...) leaves the record on its way to Ometria, so it
+# cannot explain why the record is missing there.
+HOLD_BACK_RULES = ("contact_invalid_email", "contact_missing_email", "currency_unmapped",
+                   "record_too_large")
+
+
 def _covered_filter(ctx: RuleContext) -> None:
-    """Held-back rows already explained by another firing rule on the same record are dropped."""
+    """Held-back rows already explained by a hold-back rule firing on the same record are dropped."""
     ctx.con.execute(f"""
         DELETE FROM _fired f
         WHERE f.rule = {lit(_LAST_RULE)} AND EXISTS (
             SELECT 1 FROM (SELECT rule, {ROOT_ENTITY_SQL} AS re, {ROOT_KEY_SQL} AS rk FROM _fired) o
-            WHERE o.rule <> {lit(_LAST_RULE)} AND o.re = f.entity AND o.rk = f.record_key)""")
+            WHERE o.rule IN ({", ".join(lit(r) for r in HOLD_BACK_RULES)})
+              AND o.re = f.entity AND o.rk = f.record_key)""")
 
 
 def _apply_impact(ctx: RuleContext) -> None:
