@@ -535,6 +535,13 @@ def _relation_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     ).fetchall()[0][0])
 
 
+def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop recon.<name> whether an earlier version left it as a view or a table."""
+    if table_exists(con, "recon", name):
+        con.execute(f"DROP TABLE recon.{name}")
+    con.execute(f"DROP VIEW IF EXISTS recon.{name}")
+
+
 def _has_column(con: duckdb.DuckDBPyConnection, schema: str, table: str, column: str) -> bool:
     return bool(con.execute(
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
@@ -550,8 +557,9 @@ class ViewsResult:
 def create_recon_views(
     con: duckdb.DuckDBPyConnection, facts: MappingFacts, config: ChecksConfig
 ) -> ViewsResult:
-    """(Re)create the `recon` macros, currency map and views; a view whose inputs do not exist
-    yet is skipped (and dropped, so no stale definition lingers) with the reason."""
+    """(Re)create the `recon` macros, currency map and reconciliation tables (in dependency
+    order); one whose inputs do not exist yet is skipped (and dropped, so nothing stale
+    lingers) with the reason."""
     con.execute("CREATE SCHEMA IF NOT EXISTS recon")
     con.execute(SNAPSHOT_DDL)
     for sql in _macros():
@@ -562,12 +570,14 @@ def create_recon_views(
     result = ViewsResult()
     for spec in _view_specs(facts, config, ledger_has_payload):
         missing = [n for n in spec.needs if not _relation_exists(con, n)]
+        _drop_relation(con, spec.name)
         if missing:
-            con.execute(f"DROP VIEW IF EXISTS recon.{spec.name}")
             result.skipped[spec.name] = "needs " + ", ".join(missing)
             continue
-        con.execute(f"CREATE OR REPLACE VIEW recon.{spec.name} AS {spec.sql}")
-        con.execute(f"COMMENT ON VIEW recon.{spec.name} IS {lit(spec.comment)}")
+        # Materialised, not a view: the checks and SQL users then read one consistent picture
+        # as of this reconciliation, and a 1M-order comparison is computed once, not per query.
+        con.execute(f"CREATE TABLE recon.{spec.name} AS {spec.sql}")
+        con.execute(f"COMMENT ON TABLE recon.{spec.name} IS {lit(spec.comment)}")
         result.created.append(spec.name)
     return result
 

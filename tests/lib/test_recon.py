@@ -74,7 +74,7 @@ def test_consistent_world_agrees_to_the_penny(con):
 def test_every_view_is_documented(con):
     views = refresh(con)
     comments = dict(con.execute(
-        "SELECT view_name, comment FROM duckdb_views() WHERE schema_name = 'recon'").fetchall())
+        "SELECT table_name, comment FROM duckdb_tables() WHERE schema_name = 'recon'").fetchall())
     for name in views.created:
         assert comments[name] and len(comments[name]) > 60, name
 
@@ -148,7 +148,7 @@ def test_in_flight_change_is_explained_and_becomes_stale_after_the_limit(con):
     changed = order("SO-4", "C003", "2024-03-03T09:15:00+00:00", "GBP", 30.0)
     set_payload(con, "orders", "SO-4", changed)
     con.execute("UPDATE sap_raw.ordr SET DocTotal = 30, VatSum = 12 WHERE DocEntry = 4")
-    # the view measures waiting time against the real clock (it is for SQL users)
+    # stale_records measures waiting time against the real clock when reconciliation runs
     refresh(con, now=datetime.now(timezone.utc))
     c3 = by_customer(con)["C003", "GBP"]
     # SAP and our new payload say 30.00; the ledger still holds the 21.60 version
@@ -157,6 +157,7 @@ def test_in_flight_change_is_explained_and_becomes_stale_after_the_limit(con):
     assert rows(con, "FROM recon.stale_records") == []
     # the same change, first seen 30 hours ago: drift
     con.execute("UPDATE recon.payload_versions SET first_seen = now() - INTERVAL 30 HOUR WHERE id = 'SO-4'")
+    refresh(con, now=datetime.now(timezone.utc))
     stale = rows(con, "SELECT feed, id, hours_waiting FROM recon.stale_records")
     assert [(s["feed"], s["id"]) for s in stale] == [("orders", "SO-4")]
     assert stale[0]["hours_waiting"] >= 30
@@ -176,8 +177,8 @@ def test_views_whose_inputs_are_missing_are_skipped_with_the_reason(con):
     assert "sent_orders" in views.skipped and "ometria_push.ledger" in views.skipped["sent_orders"]
     assert "customer_net_revenue" in views.skipped
     assert "sap_documents" in views.created
-    assert not con.execute("SELECT count(*) FROM duckdb_views() WHERE schema_name = 'recon' "
-                           "AND view_name = 'customer_net_revenue'").fetchall()[0][0]
+    assert not con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'recon' "
+                           "AND table_name = 'customer_net_revenue'").fetchall()[0][0]
 
 
 def test_payload_versions_remember_when_a_change_first_appeared(con):

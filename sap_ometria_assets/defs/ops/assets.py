@@ -182,7 +182,8 @@ def ometria_snapshot(warehouse: WarehouseResource, ometria: OmetriaResource) -> 
     pool="duckdb",
 )
 def recon_views(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Reconciliation views for finance (DuckDB schema `recon`, runnable with the duckdb CLI):
+    """Reconciliation tables for finance (DuckDB schema `recon`, queryable with the duckdb CLI),
+    rebuilt on each run so the checks and SQL users see one picture as of this moment:
 
     - `recon.customer_net_revenue`: per customer and currency, SAP orders minus credit memos vs
       what the ledger says was sent vs what Ometria holds;

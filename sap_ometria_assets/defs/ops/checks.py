@@ -26,9 +26,7 @@ EXCEPTION_HISTORY = dg.AssetKey(["ops", "exception_history"])
 
 
 def _view_exists(con, view: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_views() WHERE schema_name = 'recon' AND view_name = ?", [view]
-    ).fetchall()[0][0])
+    return table_exists(con, "recon", view)
 
 
 def _not_built(view: str) -> dg.AssetCheckResult:
