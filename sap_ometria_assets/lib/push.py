@@ -3,10 +3,21 @@
 A feed is one `ometria.<feed>` table (contacts, products, orders, stock), one row per Ometria
 record with its `payload` and `payload_hash`. `push_feed` sends the rows whose hash differs
 from the one Ometria last acknowledged for that (feed, id), in batches of at most 100 records
-of one type, and after each acknowledgement writes, in one transaction, the ledger rows, the
-`ometria_push.requests` audit row and the per-record `sent_records` rows. A run killed at any
-point therefore resumes with exactly what was not acknowledged: nothing is lost and at most the
-batch in flight is sent twice (harmless, Ometria upserts by type and id).
+of one type. Acknowledgements are written in groups of `OMETRIA_ACK_EVERY_REQUESTS` requests
+(default 1: every acknowledged request) or `ACK_EVERY_S` (1 s), whichever comes first: one
+transaction writes their ledger rows, `ometria_push.requests` audit rows and per-record
+`sent_records` rows. An exception (Ometria down, a bug, Ctrl-C) writes the acknowledged group
+before it propagates. A process killed outright (SIGKILL, power loss) loses only the group not
+yet written, and the re-run sends what was not recorded: nothing is lost, and at most that
+many requests (by default only the batch in flight, 100 records) are sent twice (harmless,
+Ometria upserts by type and id). At Ometria's few requests a second the per-request write
+(~15 ms on a ledger of a million rows) is noise; a bulk load against an unthrottled endpoint
+can raise the group size to trade that bound for speed.
+
+The delta is read in chunks of `chunk_batches` batches: the plan keeps only keys (the source
+row's `rowid`, id, hash), and each chunk reads its payloads by rowid range, so a push holds one
+chunk of payloads in memory, not the whole feed, and reads the table once. Batches follow the
+table's row order.
 
 Stock flags (partial `@merge` products) are only sent for products Ometria holds from us,
 and again after their product was re-sent whole.
@@ -73,6 +84,15 @@ PARENT_FEED: dict[str, str] = {"stock": "products"}
 # Ometria answers these for a request it cannot take as it stands; splitting the batch finds
 # the record at fault so the other 99 still go.
 _BISECT_STATUSES = (400, 413, 422)
+# Grouped acknowledgements (see the module docstring): what a killed process sends again is
+# at most OMETRIA_ACK_EVERY_REQUESTS requests (the group not yet written and the one in flight).
+ACK_EVERY_S = 1.0
+
+
+def ack_every_requests() -> int:
+    from sap_ometria_assets.lib.settings import get_settings
+
+    return get_settings().ometria_ack_every_requests
 
 DDL = """
 CREATE TABLE IF NOT EXISTS ometria_push.ledger (
@@ -228,6 +248,41 @@ class _Push:
         self.log = logger
         self.result = PushResult(feed=feed, dry_run=dry_run,
                                  outbox_path=str(outbox) if outbox else None)
+        self.out: Any = None                                  # the outbox file, in a dry run
+        # Acknowledged batches not yet written: (records, request row) pairs.
+        self.pending: list[tuple[pl.DataFrame, dict[str, Any]]] = []
+        self.pending_since = 0.0
+        self.ack_every = ack_every_requests()
+
+    # -- acknowledgements --------------------------------------------------------------
+    def acknowledged(self, frame: pl.DataFrame, request: dict[str, Any]) -> None:
+        """Queue an acknowledged batch; write the group once it is big or old enough."""
+        if not self.pending:
+            self.pending_since = time.monotonic()
+        self.pending.append((frame.select("record_type", "id", "payload_hash"), request))
+        if (len(self.pending) >= self.ack_every
+                or time.monotonic() - self.pending_since >= ACK_EVERY_S):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the acknowledged group (after the outbox lines are on disk, in a dry run)."""
+        if not self.pending:
+            return
+        if self.out is not None:
+            self.out.flush()
+            os.fsync(self.out.fileno())
+        self._ack(self.pending)
+        self.pending = []
+
+    def flush_on_the_way_out(self) -> None:
+        """`flush` while another exception propagates: that one matters more than ours."""
+        if self.dry_run:
+            return  # the outbox may be closed: the next dry run writes these lines again
+        try:
+            self.flush()
+        except Exception as exc:  # noqa: BLE001 - the re-run resends the group: nothing lost
+            self.log.warning(f"{self.feed}: could not record {len(self.pending)} acknowledged "
+                             f"requests ({exc}); the next run sends them again")
 
     # -- writes ------------------------------------------------------------------------
     def _insert(self, table: str, frame: pl.DataFrame) -> None:
@@ -237,19 +292,22 @@ class _Push:
         finally:
             self.con.unregister("_push_rows")
 
-    def _ack(self, rows: pl.DataFrame, requests: list[dict[str, Any]]) -> None:
+    def _ack(self, acked: list[tuple[pl.DataFrame, dict[str, Any]]]) -> None:
         """Ledger + sent_records + requests for acknowledged batches, in one transaction.
 
-        `rows` are the batches' records (with `batch_no`); each request dict names its
-        `batch_no` and ledger `status`."""
-        reqs = pl.DataFrame(
-            [{"batch_no": r["batch_no"], "request_id": r["request_id"], "ts": r["sent_at"],
-              "status": r["status"]} for r in requests],
-            schema={"batch_no": pl.Int64, "request_id": pl.String, "ts": pl.Datetime("us", "UTC"),
-                    "status": pl.String})
-        base = rows.select(pl.col("batch_no").cast(pl.Int64), "record_type", "id", "payload_hash").join(
-            reqs, on="batch_no", how="inner").with_columns(
-            pl.lit(self.feed).alias("feed"), pl.lit(self.dry_run).alias("dry_run"))
+        Each pair is a batch's records and its request row, which names the ledger `status`."""
+        requests = [req for _, req in acked]
+        per_request = pl.DataFrame(
+            {"request_id": [r["request_id"] for r in requests], "ts": [r["sent_at"] for r in requests],
+             "status": [r["status"] for r in requests]},
+            schema={"request_id": pl.String, "ts": pl.Datetime("us", "UTC"), "status": pl.String})
+        # each record next to its request's values (row i of `per_request`, repeated per record)
+        owner = pl.select(pl.int_range(len(acked), dtype=pl.UInt32).repeat_by(
+            pl.Series([rows.height for rows, _ in acked], dtype=pl.UInt32)).explode()).to_series()
+        base = pl.concat(
+            [pl.concat([rows for rows, _ in acked]), per_request.select(pl.all().gather(owner))],
+            how="horizontal",
+        ).with_columns(pl.lit(self.feed).alias("feed"), pl.lit(self.dry_run).alias("dry_run"))
         ledger = base.select("feed", "record_type", "id", "payload_hash", "request_id",
                              pl.col("ts").alias("acknowledged_at"), "dry_run", "status",
                              pl.lit(None, dtype=pl.String).alias("error"))
@@ -277,6 +335,7 @@ class _Push:
             raise
 
     def _record_failure(self, req: dict[str, Any], frame: pl.DataFrame | None, message: str) -> None:
+        self.flush()  # the audit stays in the order things happened
         self.con.execute("BEGIN TRANSACTION")
         try:
             self._insert("requests", pl.DataFrame([req], schema=_REQUEST_SCHEMA))
@@ -331,13 +390,13 @@ class _Push:
         self.result.requests += 1
         self._count_ack(frame, response)
         status = "accepted" if response.rejected == 0 else "pending"
-        self._ack(frame, [self._request_row(
+        self.acknowledged(frame, self._request_row(
             frame, record_type, request_id=response.request_id, bytes=response.bytes_sent,
             sent_at=_now() - timedelta(milliseconds=response.duration_ms),
             http_status=response.http_status, duration_ms=response.duration_ms,
             accepted=response.accepted, rejected=response.rejected, attempts=response.attempts,
-            batch_no=int(frame["batch_no"][0]), status=status,
-        )])
+            status=status,
+        ))
 
     def _failed_row(self, frame: pl.DataFrame, record_type: str, exc: OmetriaError) -> dict[str, Any]:
         return self._request_row(
@@ -353,26 +412,24 @@ class _Push:
         r.bytes_sent += response.bytes_sent
         r.request_ids.append(response.request_id)
 
-    def send_dry(self, chunk: pl.DataFrame, out) -> None:
-        requests = []
+    def send_dry(self, chunk: pl.DataFrame) -> None:
         for frame in chunk.partition_by("batch_no", maintain_order=True):
             record_type = frame["record_type"][0]
             body = build_body(frame["payload"].to_list())
-            out.write(body + b"\n")
+            self.out.write(body + b"\n")
             request_id = f"dry-{uuid.uuid4()}"
-            requests.append(self._request_row(
+            self.pending.append((frame.select("record_type", "id", "payload_hash"),
+                                 self._request_row(
                 frame, record_type, request_id=request_id, bytes=len(body), accepted=frame.height,
-                rejected=0, batch_no=int(frame["batch_no"][0]), status="dry_run"))
+                rejected=0, status="dry_run")))
             r = self.result
             r.requests += 1
             r.records_sent += frame.height
             r.records_accepted += frame.height
             r.bytes_sent += len(body)
             r.request_ids.append(request_id)
-        # The outbox lines are on disk before the ledger says they were written.
-        out.flush()
-        os.fsync(out.fileno())
-        self._ack(chunk, requests)
+        # One transaction per chunk; the outbox lines are on disk before the ledger says so.
+        self.flush()
 
 
 _REQUEST_SCHEMA = {
@@ -429,7 +486,7 @@ def push_feed(
     logger: Logger | None = None,
     retry_rejected: bool = False,
     where: str | None = None,
-    chunk_batches: int = 50,
+    chunk_batches: int = 100,
 ) -> PushResult:
     """Push what changed in `ometria.<feed>` (or write it to the outbox when `dry_run`).
 
@@ -450,6 +507,10 @@ def push_feed(
     if not _table_exists(con, "ometria", feed):
         raise PushInputMissingError(
             f"ometria.{feed} does not exist: materialise the ometria/{feed} asset first")
+    if con.execute("SELECT count(*) FROM duckdb_views() WHERE schema_name = 'ometria' AND view_name = ?",
+                   [feed]).fetchall()[0][0]:
+        # the chunks read payloads back by rowid, which only a table has
+        raise PushInputMissingError(f"ometria.{feed} is a view; the push reads a table")
 
     outbox = _outbox_path(Path(outbox_dir), run_id, feed) if dry_run else None
     state = _Push(con, client, feed, dry_run, outbox, run_id, logger)
@@ -466,19 +527,25 @@ def push_feed(
             if dry_run:
                 assert outbox is not None
                 outbox.parent.mkdir(parents=True, exist_ok=True)
-                with open(outbox, "ab") as out:
-                    for chunk in _chunks(con, chunk_batches):
-                        state.send_dry(chunk, out)
+                with open(outbox, "ab") as state.out:
+                    for chunk in _chunks(con, feed, chunk_batches):
+                        state.send_dry(chunk)
+                state.out = None
             else:
-                for chunk in _chunks(con, chunk_batches):
+                for chunk in _chunks(con, feed, chunk_batches):
                     for frame in chunk.partition_by("batch_no", maintain_order=True):
                         state.send_real(frame)
+                state.flush()
     except OmetriaError as exc:
+        state.flush()  # what Ometria acknowledged before it failed
         result.aborted = str(exc)
         result.duration_s = round(time.perf_counter() - started, 3)
         raise PushAbortedError(
             f"Push of {feed} stopped: {exc} ({result.records_sent} of {result.to_send} records "
             "acknowledged in this run are kept; the next run sends the rest).", result) from exc
+    except BaseException:
+        state.flush_on_the_way_out()
+        raise
     finally:
         con.execute("DROP TABLE IF EXISTS _push_delta")
 
@@ -573,18 +640,21 @@ def _plan(con: duckdb.DuckDBPyConnection, feed: str, result: PushResult, *, dry_
             f"WHERE feed = '{PARENT_FEED[feed]}') p ON p.id = s.id")
         changed.append("p.acknowledged_at > l.acknowledged_at")
         parent_ok = "p.id IS NOT NULL AND p.status <> 'rejected'" + ("" if dry_run else " AND NOT p.dry_run")
+    # Keys only (the payloads stay in the table until their chunk is sent); `rid` is the
+    # source row, which `_chunks` reads back by rowid range.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _push_delta AS
         WITH s AS (
-            SELECT record_type, CAST(id AS VARCHAR) AS id, payload,
-                   coalesce(payload_hash, sha256(payload)) AS payload_hash
+            SELECT rowid AS rid, record_type, CAST(id AS VARCHAR) AS id,
+                   coalesce(payload_hash, sha256(payload)) AS payload_hash,
+                   strlen(payload) AS bytes
             FROM {source}
             WHERE {filt} AND held_back_reason IS NULL AND ({invalid}) IS NULL
             {dedupe}
         ),
         d AS (
-            SELECT s.record_type, s.id, s.payload, s.payload_hash, strlen(s.payload) AS bytes,
+            SELECT s.rid, s.record_type, s.id, s.payload_hash, s.bytes,
                    coalesce({parent_ok}, FALSE) AS parent_ok
             FROM s
             LEFT JOIN (SELECT id, payload_hash, dry_run, status, acknowledged_at
@@ -596,7 +666,7 @@ def _plan(con: duckdb.DuckDBPyConnection, feed: str, result: PushResult, *, dry_
         SELECT CASE WHEN parent_ok THEN dense_rank() OVER (
                    PARTITION BY parent_ok ORDER BY record_type, (pos - 1) // {MAX_RECORDS_PER_REQUEST})
                END AS batch_no, *
-        FROM (SELECT *, row_number() OVER (PARTITION BY parent_ok, record_type ORDER BY id) AS pos FROM d)
+        FROM (SELECT *, row_number() OVER (PARTITION BY parent_ok, record_type ORDER BY rid) AS pos FROM d)
         """,
         [feed],
     )
@@ -608,15 +678,33 @@ def _plan(con: duckdb.DuckDBPyConnection, feed: str, result: PushResult, *, dry_
     result.skipped_unchanged = int(distinct_ids) - result.to_send - result.waiting_for_parent
 
 
-def _chunks(con: duckdb.DuckDBPyConnection, chunk_batches: int) -> Iterator[pl.DataFrame]:
-    """The delta, `chunk_batches` batches at a time (a batch = one `batch_no`, one record type)."""
+def _chunks(con: duckdb.DuckDBPyConnection, feed: str, chunk_batches: int) -> Iterator[pl.DataFrame]:
+    """The delta with its payloads, `chunk_batches` batches at a time (a batch = one
+    `batch_no`, one record type, consecutive rows of the table).
+
+    A chunk's rows lie in one rowid range of `ometria.<feed>`, so reading their payloads skips
+    the rest of the table: the whole push reads each row about once. The ids are checked
+    against the plan: if the table was rewritten since (it cannot be while this connection
+    holds the warehouse, but a check costs nothing), this stops rather than send the wrong
+    payload under an id."""
     last = int(con.execute("SELECT coalesce(max(batch_no), 0) FROM _push_delta").fetchall()[0][0])
     for first in range(1, last + 1, chunk_batches):
+        bounds = [first, first + chunk_batches - 1]
+        lo, hi, expected = con.execute(
+            "SELECT min(rid), max(rid), count(*) FROM _push_delta WHERE batch_no BETWEEN ? AND ?",
+            bounds).fetchall()[0]
         chunk = con.sql(
-            "SELECT batch_no, record_type, id, payload, payload_hash, bytes FROM _push_delta "
-            "WHERE batch_no BETWEEN ? AND ? ORDER BY batch_no, pos",
-            params=[first, first + chunk_batches - 1],
+            f"""SELECT d.batch_no, d.record_type, d.id, s.payload, d.payload_hash, d.bytes
+                FROM (SELECT * FROM _push_delta WHERE batch_no BETWEEN ? AND ?) d
+                JOIN (SELECT rowid AS rid, CAST(id AS VARCHAR) AS id, payload FROM ometria."{feed}"
+                      WHERE rowid BETWEEN ? AND ?) s ON s.rid = d.rid AND s.id = d.id
+                ORDER BY d.batch_no, d.pos""",
+            params=[*bounds, lo, hi],
         ).pl()
+        if chunk.height != expected:
+            raise RuntimeError(
+                f"ometria.{feed} changed while it was being pushed ({expected - chunk.height} "
+                "planned rows gone); run the push again")
         yield chunk
 
 

@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     ometria_rate_limit_per_s: float = Field(default=4.0, gt=0, le=100)
     ometria_timeout_s: float = Field(default=30.0, gt=0)
     ometria_max_retries: int = Field(default=5, ge=0, le=20)
+    ometria_ack_every_requests: int = Field(
+        default=1, ge=1, le=100,
+        description="Acknowledged requests written to the ledger per transaction; a killed run "
+        "re-sends at most this many requests.",
+    )
     ometria_collection: str = Field(
         default="sap_b1", validation_alias=AliasChoices("OMETRIA_COLLECTION"),
         description="Contact @collection, so SAP blanks never overwrite web data.",

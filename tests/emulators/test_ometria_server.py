@@ -193,6 +193,68 @@ def test_read_back_lists_page_with_limit_and_offset(http):
                                       "orderby": "timestamp_update"}).json()[0]["id"] == "O5"
 
 
+def _read_all(http, path, limit, **params):
+    out, offset = [], 0
+    while page := http.get(path, params={"limit": limit, "offset": offset, **params}).json():
+        out += page
+        offset += len(page)
+    return out
+
+
+def test_paging_through_a_listing_returns_each_record_once_in_order_even_with_writes_between(http):
+    for start in range(0, 600, 100):
+        push(http, [order(i) for i in range(start, start + 100)])
+    push(http, [product(i, is_active=i % 3 != 0) for i in range(90)])
+    assert [o["id"] for o in _read_all(http, "orders", 70)] == [f"O{i}" for i in range(600)]
+    assert [p["id"] for p in _read_all(http, "products", 7, active="false")] == [f"P{i}" for i in range(0, 90, 3)]
+
+    # a write between two pages: offsets are positions in the listing as it now stands
+    first = http.get("orders", params={"limit": 100, "offset": 0, "orderby": "timestamp_update"}).json()
+    assert first[0]["id"] == "O0"
+    push(http, [order(0, grand_total=1), order(600)])  # O0 moves to the end, O600 is new
+    second = http.get("orders", params={"limit": 100, "offset": 100, "orderby": "timestamp_update"}).json()
+    assert [o["id"] for o in second] == [f"O{i}" for i in range(101, 201)]
+    updated = _read_all(http, "orders", 250, orderby="timestamp_update")
+    assert [o["id"] for o in updated[-2:]] == ["O0", "O600"] and len(updated) == 601
+    # random access still works
+    assert http.get("orders", params={"limit": 2, "offset": 333}).json()[1]["id"] == "O334"
+
+
+def test_a_page_costs_the_same_in_a_listing_ten_times_longer(emu, http):
+    """Read-back of a large account must not be quadratic: each page of a listing read from
+    start to end costs about a page, whatever the listing's length (counted in SQLite VM
+    steps, not time)."""
+    steps = {"n": 0}
+
+    def count():
+        steps["n"] += 1
+        return 0
+
+    def page_costs() -> list[int]:
+        costs, offset = [], 0
+        emu._store.db.set_progress_handler(count, 100)
+        try:
+            while True:
+                steps["n"] = 0
+                page = http.get("orders", params={"limit": 250, "offset": offset}).json()
+                if not page:
+                    return costs
+                costs.append(steps["n"])
+                offset += len(page)
+        finally:
+            emu._store.db.set_progress_handler(None, 0)
+
+    for start in range(0, 500, 100):
+        push(http, [order(i) for i in range(start, start + 100)])
+    short = page_costs()
+    for start in range(500, 5000, 100):
+        push(http, [order(i) for i in range(start, start + 100)])
+    long = page_costs()
+    assert len(short) == 2 and len(long) == 20
+    # sorting or skipping the whole listing per page would cost ~10x here
+    assert max(long) <= 2 * max(short) + 5, (short, long)
+
+
 def test_fault_switches(http, emu):
     emu.faults.throttle(2, retry_after=7)
     r = push(http, [order(1)])

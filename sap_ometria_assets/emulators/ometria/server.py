@@ -43,7 +43,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +60,7 @@ MAX_RECORD_BYTES = 60 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_LIST_LIMIT = 250
 MAX_ERRORS_KEPT = 100
+_CURSORS_KEPT = 256  # page ends remembered for keyset pagination (a few listings read at once)
 KNOWN_TYPES = ("contact", "order", "product", "custom_event")
 # Instructions to the API, not data: not stored with the record.
 DIRECTIVES = ("@merge", "@force_optin", "@add_to_lists", "@remove_from_lists")
@@ -274,9 +275,17 @@ class _Store:
                 body TEXT NOT NULL, updated_at TEXT NOT NULL, update_seq INTEGER NOT NULL,
                 UNIQUE (type, collection, id));
             CREATE INDEX IF NOT EXISTS records_update_seq ON records (update_seq);
+            CREATE INDEX IF NOT EXISTS records_type_seq ON records (type, seq);
+            CREATE INDEX IF NOT EXISTS records_type_update_seq ON records (type, update_seq);
             CREATE TABLE IF NOT EXISTS errors (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
             """
         )
+        # Where each recently served page ended: (listing, offset) -> sort key of the last row
+        # before that offset, valid while nothing is written (`_version`). The next page of a
+        # listing then starts from that key through the index (keyset pagination) instead of
+        # skipping `offset` rows: reading a whole listing costs in proportion to its size.
+        self._version = 0
+        self._cursors: OrderedDict[tuple, tuple[int, int]] = OrderedDict()
 
     def next_update_seq(self) -> int:
         row = self.db.execute("SELECT coalesce(max(update_seq), 0) FROM records").fetchone()
@@ -288,6 +297,7 @@ class _Store:
         return json.loads(row[0]) if row else None
 
     def upsert(self, rows: list[tuple[str, str, str, str]]) -> None:
+        self._version += 1
         now = datetime.now(UTC).isoformat()
         seq = self.next_update_seq()
         self.db.execute("BEGIN IMMEDIATE")
@@ -323,7 +333,11 @@ class _Store:
 
     def page(self, kind: str, collection: str | None, limit: int, offset: int, order: str,
              active: bool | None) -> list[dict]:
-        sql = "SELECT body FROM records WHERE type = ?"
+        """`limit` records from position `offset` of a listing, in `seq` (first stored) or
+        `update_seq` (`orderby=timestamp_update`) order. Offsets are positions as of now, as
+        the API's; the page following one just served is read from where that one ended."""
+        key = "update_seq" if order == "timestamp_update" else "seq"
+        sql = f"SELECT {key}, body FROM records WHERE type = ?"
         params: list[Any] = [kind]
         if collection is not None:
             sql += " AND collection = ?"
@@ -331,9 +345,20 @@ class _Store:
         if active is not None:
             sql += " AND coalesce(json_extract(body, '$.is_active'), 1) = ?"
             params.append(1 if active else 0)
-        sql += f" ORDER BY {'update_seq' if order == 'timestamp_update' else 'seq'} LIMIT ? OFFSET ?"
-        params += [limit, offset]
-        return [json.loads(r[0]) for r in self.db.execute(sql, params)]
+        listing = (kind, collection, key, active)
+        cursor = self._cursors.get((listing, offset)) if offset else None
+        if cursor is not None and cursor[0] == self._version:
+            rows = self.db.execute(f"{sql} AND {key} > ? ORDER BY {key} LIMIT ?",
+                                   [*params, cursor[1], limit]).fetchall()
+        else:
+            rows = self.db.execute(f"{sql} ORDER BY {key} LIMIT ? OFFSET ?",
+                                   [*params, limit, offset]).fetchall()
+        if rows:
+            self._cursors[(listing, offset + len(rows))] = (self._version, rows[-1][0])
+            self._cursors.move_to_end((listing, offset + len(rows)))
+            while len(self._cursors) > _CURSORS_KEPT:
+                self._cursors.popitem(last=False)
+        return [json.loads(body) for _, body in rows]
 
     def existing_ids(self, kind: str, ids: set[str]) -> set[str]:
         found: set[str] = set()
@@ -355,6 +380,7 @@ class _Store:
             "SELECT collection, id, body FROM records WHERE type = ?", (kind,))}
 
     def clear(self) -> None:
+        self._version += 1
         self.db.executescript("DELETE FROM records; DELETE FROM errors;")
 
     def close(self) -> None:
