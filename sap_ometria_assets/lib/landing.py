@@ -12,9 +12,15 @@ One call of `land_table` lands one registry entry (a parent table and its child 
    `ItemCode,ItemWarehouseInfoCollection`): every property the Service Layer returns lands, so
    each company's own `U_*` fields arrive without configuration. The price is page weight; a
    `$select` list would have to be maintained per company and would silently drop new UDFs.
-2. **Parse.** Page bytes go to temporary files (under TMPDIR) and DuckDB's `read_json` parses
-   all of them in one statement (unnesting the `value` array), with an explicit column type
-   built from a few sampled pages and the stored table: no Python object is built per record.
+2. **Parse.** A background thread fetches the pages into temporary files (under TMPDIR) while
+   DuckDB's `read_json` parses the pages already there, a batch at a time (unnesting the `value`
+   array), with an explicit column type built from the first page and the stored table: no
+   Python object is built per record, and the Service Layer's latency hides behind the parsing.
+   Once every page is in, the type is checked against a few pages sampled over the whole read;
+   in the rare case they disagree (a property only later pages fill) every page is read again
+   with the sampled type, so the outcome never depends on the batching. A page DuckDB finds
+   damaged (the client checks only the ends of a page, where truncation shows) is located,
+   fetched again and validated whole, and the read repeated.
    Types: contract columns as the registry says (amounts `DECIMAL(19,6)` read straight from the
    JSON text, so no binary float ever touches them; dates `DATE` from `...T00:00:00Z` or
    `YYYY-MM-DD`; times stay `'HH:MM:SS'` text); UDF columns from `sap_raw.cufd` (db_Float ->
@@ -50,7 +56,8 @@ One call of `land_table` lands one registry entry (a parent table and its child 
 6. **History** (`sap_history.ocrd`, `.ordr`, `.rdr1`): SCD type 2 with `_row_hash`,
    `_valid_from`, `_valid_to` (NULL = current) and `_is_current`; only changed rows make a new
    version. Validity is landing time (when this product learnt the version); SAP's own
-   UpdateDate/UpdateTime are in the row.
+   UpdateDate/UpdateTime are in the row. A first load (nothing stored, nothing superseded)
+   writes the rows and their first versions without comparing anything.
 7. `sap_meta.extract_columns` records the columns each extract returned (contract checks).
 """
 
@@ -60,9 +67,10 @@ import itertools
 import logging
 import re
 import tempfile
+import threading
 import time as _time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -510,11 +518,11 @@ def land_table(
     with tempfile.TemporaryDirectory(prefix=f"sap_{spec.table}_") as tmp:
         try:
             orderby = plan.entity_key if plan.select else ",".join(spec.key)
-            files = _fetch(client, spec.entity_set, Path(tmp), "page", select=plan.select,
-                           filter=odata_filter, orderby=orderby, result=result)
+            with _Fetcher(client, spec.entity_set, Path(tmp), "page", select=plan.select,
+                          filter=odata_filter, orderby=orderby, result=result) as fetcher:
+                staged = _stage_pages(con, client, fetcher, plan, names)
             log.info("%s: read %d page(s) of %s (%s read%s)", spec.table, result.pages,
                      spec.entity_set, result.read, f", filter {odata_filter}" if odata_filter else "")
-            staged = _stage(con, files, plan, names)
             scan_keys = None
             if spec.is_master_data and (deletion_scan or not incremental):
                 scan_keys = staged.tables[plan.main.table] if not incremental else _key_scan(
@@ -545,21 +553,115 @@ def land_table(
 # ---------------------------------------------------------------------------------------------
 # fetch
 # ---------------------------------------------------------------------------------------------
-def _fetch(client: Any, entity_set: str, folder: Path, stem: str, *, select: str | None,
-           filter: str | None, orderby: str, result: LandResult | None,  # noqa: A002
-           page_size: int | None = None) -> list[str]:
-    files: list[str] = []
-    for number, body in enumerate(
-        client.iter_pages(entity_set, select=select, filter=filter, orderby=orderby,
-                          page_size=page_size), start=1,
-    ):
-        path = folder / f"{stem}_{number:07d}.json"
-        path.write_bytes(body)
-        files.append(str(path))
-        if result is not None:
-            result.pages += 1
-            result.bytes_read += len(body)
-    return files
+class _Fetcher:
+    """The pages of one read, fetched by a background thread into files, so HTTP (the Service
+    Layer's latency, our client's work) overlaps DuckDB parsing the pages already fetched
+    (DuckDB releases the GIL while it runs). The client is used by one thread at a time: the
+    fetching thread until the read ends, the caller only after `wait_all` (for `refetch`).
+    A fetch error is raised in the caller at its next call; leaving the `with` block stops the
+    thread (after the page in flight) before the temporary folder goes."""
+
+    def __init__(self, client: Any, entity_set: str, folder: Path, stem: str, *,
+                 select: str | None, filter: str | None, orderby: str,  # noqa: A002
+                 result: LandResult | None, page_size: int | None = None) -> None:
+        self.client = client
+        self.files: list[str] = []
+        self.pages: list[Any] = []   # sap_client.Page without its body, per file
+        self._folder, self._stem, self._result = folder, stem, result
+        self._args = {"select": select, "filter": filter, "orderby": orderby,
+                      "page_size": page_size}
+        self._entity_set = entity_set
+        self._cond = threading.Condition()
+        self._taken = 0
+        self._done = False
+        self._stop = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"sap-fetch-{entity_set}",
+                                        daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> _Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            pages = self.client.pages(self._entity_set, **self._args)
+            try:
+                for page in pages:
+                    if self._stop:
+                        break
+                    path = self._folder / f"{self._stem}_{page.number:07d}.json"
+                    path.write_bytes(page.body)
+                    with self._cond:
+                        self.files.append(str(path))
+                        self.pages.append(replace(page, body=b""))
+                        if self._result is not None:
+                            self._result.pages += 1
+                            self._result.bytes_read += len(page.body)
+                        self._cond.notify_all()
+            finally:
+                pages.close()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            self._error = exc
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def next_batch(self, at_least: int = 1, at_most: int | None = None) -> list[str]:
+        """Files not handed out yet: waits until `at_least` are there (or the read ended);
+        [] once every page has been handed out."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._done or self._error is not None
+                                or len(self.files) - self._taken >= at_least)
+            if self._error is not None:
+                raise self._error
+            end = len(self.files) if at_most is None else min(len(self.files),
+                                                              self._taken + at_most)
+            batch = self.files[self._taken:end]
+            self._taken = end
+            return batch
+
+    def wait_all(self) -> list[str]:
+        """Every page's file, once the read has ended (raises what the fetching raised)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return list(self.files)
+
+    def repair(self) -> int:
+        """Validate every fetched page whole; fetch the damaged ones again (validated whole:
+        `SapB1Error` names a page that stays damaged). Returns how many were replaced."""
+        files = self.wait_all()
+        repaired = 0
+        for path, page in zip(files, self.pages, strict=True):
+            problem = self.client.page_problem(Path(path).read_bytes())
+            if not problem:
+                continue
+            self.client.log.warning("SAP B1 %s page %d: %s; fetching it again", page.entity_set,
+                                    page.number, problem)
+            Path(path).write_bytes(self.client.refetch(page).body)
+            repaired += 1
+        return repaired
+
+
+def _read_repairing(con: duckdb.DuckDBPyConnection, fetcher: _Fetcher, names: _Names,
+                    read: Any) -> Any:
+    """`read()` (DuckDB reading the fetched pages); when DuckDB finds a page malformed, the
+    damaged pages are fetched again and the read repeated once."""
+    try:
+        return read()
+    except duckdb.InvalidInputException as exc:
+        if "Malformed JSON" not in str(exc):
+            raise
+        if not fetcher.repair():
+            raise
+        names.drop_all(con)
+        return read()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -672,9 +774,67 @@ def _entity_key(plan: _Plan) -> tuple[str, ...]:
     return plan.main.key if plan.main.collection is None else (plan.entity_key,)  # type: ignore[return-value]
 
 
-def _stage(con: duckdb.DuckDBPyConnection, files: list[str], plan: _Plan, names: _Names) -> _Staged:
+# A streamed read_json takes every page fetched so far, at least this many while the read goes
+# on: DuckDB parses the files of one statement in parallel, and each statement has a fixed cost
+# (on 2 cores, 200 pages in 8 statements of 25 cost about 40% more than in one).
+_BATCH_MIN = 8
+
+
+def _known_types(con: duckdb.DuckDBPyConnection, plan: _Plan) -> tuple[dict, dict]:
     forced = {t.table: {**udf_types(con, t.udf_table), **t.contract} for t in plan.targets}
     stored = {t.table: table_columns(con, "sap_raw", t.table) for t in plan.targets}
+    return forced, stored
+
+
+def _stage_pages(con: duckdb.DuckDBPyConnection, client: Any, fetcher: _Fetcher, plan: _Plan,
+                 names: _Names) -> _Staged:
+    """Stage the pages while they arrive; anything unusual (values that do not fit, a damaged
+    page, a type the first page could not tell) goes to the whole read of every page."""
+    try:
+        staged = _stage_streaming(con, fetcher, plan, names)
+        if staged is not None:
+            return staged
+    except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+        _log.info("%s: streamed read stopped (%s); reading every page again", plan.spec.table,
+                  str(exc).splitlines()[0][:200])
+    files = fetcher.wait_all()
+    names.drop_all(con)
+    return _read_repairing(con, fetcher, names, lambda: _stage(con, files, plan, names))
+
+
+def _stage_streaming(con: duckdb.DuckDBPyConnection, fetcher: _Fetcher, plan: _Plan,
+                     names: _Names) -> _Staged | None:
+    """Parse batches of pages as they are fetched, typed from the first page; None when the
+    whole read must decide (no struct to learn from, or the sample over every page disagrees)."""
+    first = fetcher.next_batch(1)
+    if not first:
+        return None
+    forced, stored = _known_types(con, plan)
+    element = _infer(con, first[:1])
+    if element is None or element.id != "struct":
+        return None
+    shape = _shape(plan, element, forced, stored)
+    value_type = _value_type(shape)
+    ent = names("entities")
+    select = _entities_sql(value_type)
+    batch = first + fetcher.next_batch(_BATCH_MIN - 1)
+    con.execute(f"CREATE TEMP TABLE {q(ent)} AS {select}", {"files": batch})
+    while batch := fetcher.next_batch(_BATCH_MIN):
+        con.execute(f"INSERT INTO {q(ent)} {select}", {"files": batch})
+    files = fetcher.wait_all()
+    sampled = _infer(con, _sample(files))
+    if (sampled is None or sampled.id != "struct"
+            or _value_type(_shape(plan, sampled, forced, stored)) != value_type):
+        _log.info("%s: pages sampled over the whole read type some property differently from "
+                  "the first page; reading every page again", plan.spec.table)
+        return None
+    return _finish_stage(con, plan, shape, ent, names, None, forced)
+
+
+def _stage(con: duckdb.DuckDBPyConnection, files: list[str], plan: _Plan, names: _Names) -> _Staged:
+    """The whole read: every page in one statement, typed from a sample over all of them, with
+    the lenient re-read when values do not fit."""
+    forced, stored = _known_types(con, plan)
     if not files:
         return _empty_stage(con, plan, names)
     element = _infer(con, _sample(files))
@@ -689,7 +849,6 @@ def _stage(con: duckdb.DuckDBPyConnection, files: list[str], plan: _Plan, names:
             )
     shape = _shape(plan, element, forced, stored)
     ent = names("entities")
-    keys = _entity_key(plan)
     rejects = None
     try:
         con.execute(f"CREATE TEMP TABLE {q(ent)} AS {_entities_sql(_value_type(shape))}",
@@ -707,7 +866,12 @@ def _stage(con: duckdb.DuckDBPyConnection, files: list[str], plan: _Plan, names:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {q(ent)} AS "
                     f"{_entities_sql(_value_type(shape), ignore_errors=True)}", {"files": files})
         rejects = _find_rejects(con, files, plan, shape, ent, names)
-    _dedupe(con, ent, keys, _dedupe_order(c.name for c in shape.cols))
+    return _finish_stage(con, plan, shape, ent, names, rejects, forced)
+
+
+def _finish_stage(con: duckdb.DuckDBPyConnection, plan: _Plan, shape: _Shape, ent: str,
+                  names: _Names, rejects: str | None, forced: dict[str, dict[str, str]]) -> _Staged:
+    _dedupe(con, ent, _entity_key(plan), _dedupe_order(c.name for c in shape.cols))
     for coll, cols in list(shape.collections.items()):
         if cols is None:
             shape.collections[coll] = _learn_collection(con, plan, ent, coll, forced)
@@ -1125,11 +1289,14 @@ def _merge_all(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged, res
                now: datetime, scan_keys: str | None, full_refresh: bool) -> None:
     main = plan.main
     changed = staged.names("changed")
+    empty_before: set[str] = set()   # tables this landing writes from scratch
     for target in plan.targets:
         counts = result.tables.setdefault(target.table, TableCounts())
         stage, cols = staged.tables[target.table], staged.cols[target.table]
         _conform(con, target, stage, cols, now)
         _ensure_table(con, target, cols, now, counts)
+        if not con.execute(f"SELECT count(*) FROM {_fqn('sap_raw', target.table)}").fetchone()[0]:
+            empty_before.add(target.table)
         counts.rows_landed = con.execute(
             f"SELECT count(*) FROM {q(stage)} WHERE {_keys_present(target.key)}").fetchone()[0]
     main_stage = staged.tables[main.table]
@@ -1151,7 +1318,10 @@ def _merge_all(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged, res
         f"{_key_join('s', 't', main.key)} "
         f"WHERE {_keys_present(main.key, 's.')} AND t.{ROW_HASH} IS DISTINCT FROM s.{ROW_HASH}"
     )
-    _replace_rows(con, main, staged, changed, main.key, now, main_counts)
+    # Every staged key new or changed (a first load): no row to compare, keep or filter.
+    n_changed = con.execute(f"SELECT count(*) FROM {q(changed)}").fetchone()[0]
+    every = n_changed == main_counts.rows_landed
+    _replace_rows(con, main, staged, changed, main.key, now, main_counts, every=every)
     parent_key = plan.entity_key
     for child in plan.children:
         counts = result.tables[child.table]
@@ -1160,7 +1330,7 @@ def _merge_all(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged, res
             _log.warning(log_absent)
             continue
         _replace_rows(con, child, staged, changed, (child.parent_key_column,), now, counts,
-                      parent_key=parent_key)
+                      parent_key=parent_key, every=every)
     if full_mode:
         removed = con.execute(
             f"DELETE FROM {fqn} t WHERE NOT EXISTS (SELECT 1 FROM {q(main_stage)} s WHERE "
@@ -1173,7 +1343,7 @@ def _merge_all(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged, res
     # History after everything else, from the rows as stored.
     for target in plan.targets:
         if target.history:
-            _history(con, plan, target, changed, now)
+            _history(con, plan, target, changed, now, every=target.table in empty_before)
     _clear_rejects(con, plan, staged)
     if staged.rejects:
         _record_rejects(con, plan, staged, now, result)
@@ -1192,8 +1362,9 @@ def _merge_all(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged, res
 
 def _replace_rows(con: duckdb.DuckDBPyConnection, target: _Target, staged: _Staged, changed: str,
                   link: tuple[str | None, ...], now: datetime, counts: TableCounts,
-                  parent_key: str | None = None) -> None:
-    """Delete and re-insert (BY NAME) the rows of changed keys; children: of changed parents."""
+                  parent_key: str | None = None, every: bool = False) -> None:
+    """Delete and re-insert (BY NAME) the rows of changed keys; children: of changed parents.
+    `every`: every staged key changed, so every staged row is inserted without a lookup."""
     fqn = _fqn("sap_raw", target.table)
     stage = staged.tables[target.table]
     cols = staged.cols[target.table]
@@ -1204,7 +1375,8 @@ def _replace_rows(con: duckdb.DuckDBPyConnection, target: _Target, staged: _Stag
         pk = link[0]
         match_t = f"t.{q(pk)} = c.{q(parent_key)}"  # type: ignore[arg-type]
         match_s = f"s.{q(pk)} = c.{q(parent_key)}"  # type: ignore[arg-type]
-    con.execute(f"DELETE FROM {fqn} t WHERE EXISTS (SELECT 1 FROM {q(changed)} c WHERE {match_t})")
+    if not every or con.execute(f"SELECT count(*) FROM {fqn}").fetchone()[0]:
+        con.execute(f"DELETE FROM {fqn} t WHERE EXISTS (SELECT 1 FROM {q(changed)} c WHERE {match_t})")
     source = f"{q(stage)} s"
     hash_ref = f"s.{ROW_HASH}"
     if target.table in staged.hashes:
@@ -1218,14 +1390,14 @@ def _replace_rows(con: duckdb.DuckDBPyConnection, target: _Target, staged: _Stag
         flag = "s.\"CancelStatus\" = 'csCancellation'" if any(c.name == "CancelStatus" for c in cols) else "NULL"
         meta.append(f"coalesce({flag}, false) AS {IS_CANCELLATION}")
     select = [f"{c.cast(f's.{q(c.name)}')} AS {q(c.name)}" for c in cols]
+    scope = "" if every else f" AND EXISTS (SELECT 1 FROM {q(changed)} c WHERE {match_s})"
     inserted = con.execute(
         f"INSERT INTO {fqn} BY NAME SELECT {', '.join(select + meta)} FROM {source} "
-        f"WHERE {_keys_present(target.key, 's.')} AND EXISTS (SELECT 1 FROM {q(changed)} c "
-        f"WHERE {match_s})", {"now": now},
+        f"WHERE {_keys_present(target.key, 's.')}{scope}", {"now": now},
     ).fetchone()
     counts.rows_changed = int(inserted[0]) if inserted else 0
-    counts.rows_unchanged = counts.rows_landed - counts.rows_changed if parent_key is None else \
-        con.execute(f"SELECT count(*) FROM {q(stage)} s WHERE {_keys_present(target.key, 's.')} "
+    counts.rows_unchanged = counts.rows_landed - counts.rows_changed if parent_key is None or every \
+        else con.execute(f"SELECT count(*) FROM {q(stage)} s WHERE {_keys_present(target.key, 's.')} "
                     f"AND NOT EXISTS (SELECT 1 FROM {q(changed)} c WHERE {match_s})").fetchone()[0]
 
 
@@ -1298,10 +1470,24 @@ def _mark_deletions(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged
 
 
 def _history(con: duckdb.DuckDBPyConnection, plan: _Plan, target: _Target, changed: str,
-             now: datetime) -> None:
-    """SCD2: close the current version of changed rows and add the new one."""
+             now: datetime, every: bool = False) -> None:
+    """SCD2: close the current version of changed rows and add the new one. A first load (no
+    history yet) only inserts; `every` (the table held nothing before this landing, so each of
+    its rows was just written) needs no scope either."""
     hist = _ensure_history(con, target)
     fqn = _fqn("sap_raw", target.table)
+    if not con.execute(f"SELECT count(*) FROM {hist}").fetchone()[0]:
+        scope = "" if every else (
+            f" WHERE EXISTS (SELECT 1 FROM {q(changed)} c WHERE {_key_join('c', 't', target.key)})"
+            if target.parent_key_column is None or target.collection is None else
+            f" WHERE EXISTS (SELECT 1 FROM {q(changed)} c WHERE "
+            f"c.{q(plan.entity_key)} = t.{q(target.parent_key_column)})")  # type: ignore[arg-type]
+        con.execute(
+            f"INSERT INTO {hist} BY NAME SELECT t.*, $now::TIMESTAMPTZ AS {VALID_FROM}, "
+            f"NULL::TIMESTAMPTZ AS {VALID_TO}, true AS {IS_CURRENT} FROM {fqn} t{scope}",
+            {"now": now},
+        )
+        return
     if target.parent_key_column is None or target.collection is None:
         scope_t = f"EXISTS (SELECT 1 FROM {q(changed)} c WHERE {_key_join('c', 't', target.key)})"
         scope_h = f"EXISTS (SELECT 1 FROM {q(changed)} c WHERE {_key_join('c', 'h', target.key)})"
@@ -1410,17 +1596,18 @@ def _key_scan(con: duckdb.DuckDBPyConnection, client: Any, spec: SapTable, folde
               names: _Names, result: LandResult) -> str:
     """Every key SAP holds now (`$select=<key>`, paged), as a temp table typed like sap_raw."""
     keys = spec.key
-    files = _fetch(client, spec.entity_set, folder, "keys", select=",".join(keys),
-                   filter=spec.filter, orderby=",".join(keys), result=None,
-                   page_size=max(_KEY_SCAN_PAGE_SIZE, client.page_size))
-    name = names("keys")
-    types = [(k, _contract_read_type(spec.columns.get(k, "VARCHAR"))) for k in keys]
-    if not files:
-        con.execute(f"CREATE TEMP TABLE {q(name)} ({', '.join(f'{q(k)} {t}' for k, t in types)})")
-        return name
-    con.execute(
-        f"CREATE TEMP TABLE {q(name)} AS SELECT DISTINCT unnest(_e) FROM (SELECT unnest(value) AS "
-        f"_e FROM {_read_json_sql('$files', _struct(types) + '[]')}) WHERE "
-        + " AND ".join(f"_e.{q(k)} IS NOT NULL" for k in keys), {"files": files},
-    )
+    with _Fetcher(client, spec.entity_set, folder, "keys", select=",".join(keys),
+                  filter=spec.filter, orderby=",".join(keys), result=None,
+                  page_size=max(_KEY_SCAN_PAGE_SIZE, client.page_size)) as fetcher:
+        files = fetcher.wait_all()
+        name = names("keys")
+        types = [(k, _contract_read_type(spec.columns.get(k, "VARCHAR"))) for k in keys]
+        if not files:
+            con.execute(f"CREATE TEMP TABLE {q(name)} ({', '.join(f'{q(k)} {t}' for k, t in types)})")
+            return name
+        _read_repairing(con, fetcher, _Names("scan"), lambda: con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {q(name)} AS SELECT DISTINCT unnest(_e) FROM (SELECT "
+            f"unnest(value) AS _e FROM {_read_json_sql('$files', _struct(types) + '[]')}) WHERE "
+            + " AND ".join(f"_e.{q(k)} IS NOT NULL" for k in keys), {"files": files},
+        ))
     return name

@@ -17,11 +17,15 @@ Protocol facts follow `shared/reference/sap_b1_service_layer.md`:
   (`/b1s/v2/Orders?$skip=20`) and absolute-URL links resolve against our service root (the host
   a Service Layer names in its links is often an internal name we cannot reach). SL can drop the
   query options from its next links, so our `$filter/$select/$orderby` are always re-applied.
-- Pages come back as raw bytes: parsing JSON into columns is DuckDB's job (lib/landing.py).
-  Each page is still checked to be valid JSON (DuckDB's `json_valid`, a C parser that builds no
-  Python objects, about ten times cheaper than `json.loads`), because a truncated page would
-  otherwise look like a last page and silently end the read. A malformed page is fetched again
-  a bounded number of times, then `SapB1Error` names the entity set and the page.
+- Pages come back as raw bytes: parsing JSON into columns is DuckDB's job (lib/landing.py), so
+  the client never parses a page whole on the common path. A truncated page would otherwise look
+  like a last page and silently end the read, so each page is checked where truncation shows:
+  it must open as a collection (`{..."value":[`) and end with its next link and the closing `}`
+  (read backwards from the end, a few bytes). A page without a next link there (the last page of
+  a read, one per read) is validated whole (DuckDB's `json_valid`, a C parser building no Python
+  objects). A malformed page is fetched again a bounded number of times, then `SapB1Error` names
+  the entity set and the page. Damage inside a page whose both ends are intact is left to the
+  parser: DuckDB names the file, and `refetch` (full validation) fetches that page again.
 
 Secrets: the password is a `SecretStr` and is only unwrapped to build the Login body; the session
 id lives in a private attribute. Neither appears in logs, reprs or exception messages (error texts
@@ -77,6 +81,11 @@ RETRY_BACKOFF_S = 0.5
 _PAGE_START = re.compile(
     rb'\s*\{\s*(?:"(?:@odata\.context|odata\.metadata)"\s*:\s*"(?:[^"\\]|\\.)*"\s*,\s*)?"value"\s*:\s*\['
 )
+# The end of a page that has a next page: `"@odata.nextLink": "<link>" }` (v1: `odata.nextLink`).
+_PAGE_END = re.compile(
+    rb'"(?:@odata\.nextLink|odata\.nextLink)"\s*:\s*"((?:[^"\\]|\\.)*)"\s*\}\s*\Z'
+)
+_TAIL_BYTES = 8192
 
 
 class SapB1Error(RuntimeError):
@@ -211,6 +220,49 @@ def _next_link_by_parsing(body: bytes) -> str | None:
     return link if isinstance(link, str) and link else None
 
 
+def tail_next_link(body: bytes) -> str | None:
+    """The next link when the page *ends* with it (`..."@odata.nextLink":"<link>"}`), else None.
+
+    Read from the end, so it costs a few bytes, and it rules out truncation: a body cut short
+    cannot end with a complete next link and the closing brace. Sound for the reason given in
+    `find_next_link`: the match must start at a real (unescaped) quote that opens a key right
+    after an array (`],`, as after `value`), a string value cannot hold an unescaped quote, and
+    no Service Layer entity has a property named `@odata.nextLink` (nested annotations are
+    prefixed, `Lines@odata.nextLink`), so that key is a member of the object the last `}`
+    closes: the page itself. Any other layout returns None (and is validated whole).
+    """
+    start = max(0, len(body) - _TAIL_BYTES)
+    match = _PAGE_END.search(body, start)
+    if match is None:
+        return None
+    at = match.start()
+    backslashes = 0
+    while at - backslashes - 1 >= 0 and body[at - backslashes - 1] == 0x5C:  # '\\'
+        backslashes += 1
+    if backslashes % 2:
+        return None  # an escaped quote: inside a string
+    # The link must follow the `value` array (`],`): Service Layer pages end that way.
+    before = body[max(0, at - 64):at].rstrip()
+    if not before.endswith(b",") or not before[:-1].rstrip().endswith(b"]"):
+        return None
+    try:
+        link = json.loads(b'"' + match.group(1) + b'"')
+    except json.JSONDecodeError:
+        return None
+    return link if isinstance(link, str) and link else None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a read: its number (from 1), the URL it was fetched from, its raw bytes."""
+
+    entity_set: str
+    number: int
+    url: str
+    page_size: int
+    body: bytes
+
+
 @dataclass(frozen=True)
 class LoginInfo:
     """What the Service Layer said at login (never the session id)."""
@@ -289,7 +341,8 @@ class SapB1Client:
         self.login_info: LoginInfo | None = None
         self.logins = 0
         self.requests = 0
-        self._validator = None  # DuckDB connection for json_valid, created on first page
+        self._validator = None  # DuckDB connection for json_valid, created when first needed
+        self._validator_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------
     # construction, lifetime
@@ -562,38 +615,62 @@ class SapB1Client:
         Pass a stable `orderby` (the key): `$skip` paging has no snapshot, so rows inserted during
         a long read shift pages; ordering on the key plus de-duplication by key keeps it exact.
         """
+        for page in self.pages(entity_set, select=select, filter=filter, orderby=orderby,
+                               page_size=page_size):
+            yield page.body
+
+    def pages(
+        self,
+        entity_set: str,
+        *,
+        select: str | Sequence[str] | None = None,
+        filter: str | None = None,  # noqa: A002 - the OData name
+        orderby: str | Sequence[str] | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[Page]:
+        """Like `iter_pages`, with each page's number and URL (so a page can be `refetch`ed)."""
         size = int(page_size or self.page_size)
         ours: dict[str, str | None] = {
             "$filter": filter,
             "$select": select if isinstance(select, str) or select is None else ",".join(select),
             "$orderby": orderby if isinstance(orderby, str) or orderby is None else ",".join(orderby),
         }
-        headers = {"Prefer": f"odata.maxpagesize={size}"}
         url: str | None = self.entity_url(entity_set, ours)
         seen: set[str] = set()
-        page = 0
+        number = 0
         while url is not None:
-            page += 1
+            number += 1
             seen.add(url)
-            body, link = self._fetch_page(url, headers, entity_set, page)
-            yield body
+            body, link = self._fetch_page(url, size, entity_set, number)
+            yield Page(entity_set, number, url, size, body)
             if link is None:
                 return
             url = self.resolve_next_link(link, ours)
             if url in seen:
                 raise SapB1Error(
-                    f"SAP B1 {entity_set}: page {page} links back to a page already read "
+                    f"SAP B1 {entity_set}: page {number} links back to a page already read "
                     f"({_short(url)}); stopping instead of looping", entity_set=entity_set,
                 )
 
-    def _fetch_page(self, url: str, headers: dict[str, str], entity_set: str,
-                    page: int) -> tuple[bytes, str | None]:
+    def refetch(self, page: Page) -> Page:
+        """Fetch `page` again, validating it whole (for a page the parser found damaged); raises
+        `SapB1Error` naming the entity set and page when it stays malformed."""
+        body, _ = self._fetch_page(page.url, page.page_size, page.entity_set, page.number,
+                                   strict=True)
+        return Page(page.entity_set, page.number, page.url, page.page_size, body)
+
+    def _fetch_page(self, url: str, page_size: int, entity_set: str, page: int, *,
+                    strict: bool = False) -> tuple[bytes, str | None]:
         what = f"read of {entity_set} page {page}"
+        headers = {"Prefer": f"odata.maxpagesize={page_size}"}
         problem = ""
         for attempt in range(self.max_page_retries + 1):
             resp = self.get(url, headers=headers, what=what, entity_set=entity_set)
             body = resp.content
-            problem = self._page_problem(body)
+            link = None if strict else self._intact_page_link(body)
+            if link is not None:
+                return body, link
+            problem = self.page_problem(body)
             if not problem:
                 return body, find_next_link(body)
             if attempt < self.max_page_retries:
@@ -609,17 +686,29 @@ class SapB1Client:
             entity_set=entity_set,
         )
 
-    def _page_problem(self, body: bytes) -> str:
-        """'' when `body` is a valid collection page, else what is wrong with it."""
+    @staticmethod
+    def _intact_page_link(body: bytes) -> str | None:
+        """The next link of a page whose both ends are intact (cheap), else None."""
+        if not _PAGE_START.match(body):
+            return None
+        return tail_next_link(body)
+
+    def page_problem(self, body: bytes) -> str:
+        """'' when `body` is a valid collection page (validated whole), else what is wrong."""
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return "the body is not valid UTF-8"
-        if self._validator is None:
-            import duckdb
+        with self._validator_lock:
+            if self._validator is None:
+                import duckdb
 
-            self._validator = duckdb.connect(":memory:")
-        if not self._validator.execute("SELECT json_valid($1)", [text]).fetchone()[0]:
+                # its own small instance: a page at a time needs little, and the default
+                # (80% of RAM) would let it grow beside the warehouse's
+                self._validator = duckdb.connect(
+                    ":memory:", config={"memory_limit": "256MB", "threads": 1})
+            valid = self._validator.execute("SELECT json_valid($1)", [text]).fetchone()[0]
+        if not valid:
             return f"the body is not valid JSON ({len(body)} bytes, starts {body[:40]!r})"
         if _PAGE_START.match(body):
             return ""

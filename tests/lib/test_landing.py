@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import duckdb
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -534,3 +535,100 @@ def test_end_to_end_against_the_emulator_lands_everything_then_only_changes(tmp_
         assert set(rows(con, "SELECT DocEntry, DocTotal, UpdateDate, UpdateTime FROM sap_raw.ordr")) \
             == expected
     con.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# pages fetched while earlier ones are parsed; damaged pages; typing independent of batching
+class _Tamper(httpx.BaseTransport):
+    """Wraps the fake SL's transport: `edit(page_no, body) -> body` sees every data page served
+    (counted over the whole landing, re-fetches included)."""
+
+    def __init__(self, inner: httpx.BaseTransport, edit) -> None:
+        self.inner, self.edit, self.served = inner, edit, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        resp = self.inner.handle_request(request)
+        if request.method != "GET" or resp.status_code != 200:
+            return resp
+        self.served += 1
+        return httpx.Response(resp.status_code, headers=resp.headers,
+                              content=self.edit(self.served, resp.read()))
+
+
+def _damaged(body: bytes) -> bytes:
+    """Broken between intact ends: the client's end check passes, a parser does not."""
+    cut = len(body) // 2
+    return body[:cut] + b'"}}{' + body[cut:]
+
+
+def land_via(con, fake, edit, table: str = "ordr", now: datetime = T0, **kw):
+    transport = _Tamper(fake.transport(), edit)
+    with SapB1Client(fake.base_url, fake.company, fake.username, SecretStr(fake.password),
+                     transport=transport, page_size=4, sleep=lambda s: None) as c:
+        return land_table(con, c, TABLES_BY_NAME[table], settings=get_settings(), now=now, **kw)
+
+
+def test_a_page_damaged_between_intact_ends_is_fetched_again_and_every_record_lands(con, sl, caplog):
+    sl.entities["Orders"] = [order(i) for i in range(1, 31)]          # 8 pages of 4
+    result = land_via(con, sl, lambda n, body: _damaged(body) if n == 3 else body)
+    assert result.rows_landed == 30 and result.tables["rdr1"].rows_changed == 90
+    assert rows(con, "SELECT count(*), count(DISTINCT DocEntry) FROM sap_raw.ordr") == [(30, 30)]
+    assert "SAP B1 Orders page 3: the body is not valid JSON" in caplog.text
+    assert "fetching it again" in caplog.text
+
+
+def test_a_page_damaged_on_every_fetch_is_named_and_nothing_lands(con, sl):
+    sl.entities["Orders"] = [order(i) for i in range(1, 31)]
+    land(con, sl, "ordr")
+    for o in sl.entities["Orders"]:
+        o.update(UpdateTime="11:00:00", DocTotal=Decimal("1.00"))
+    def page2(n, body):  # page 2 of the read holds orders 5..8, whenever it is fetched
+        return _damaged(body) if json.loads(body)["value"][0]["DocEntry"] == 5 else body
+    with pytest.raises(SapB1Error) as err:
+        land_via(con, sl, page2, now=T0 + timedelta(hours=1))
+    assert "SAP B1 Orders: page 2" in str(err.value) and "malformed on 4 attempts" in str(err.value)
+    assert rows(con, "SELECT DISTINCT DocTotal FROM sap_raw.ordr") == [(Decimal("36.000000"),)]
+    assert rows(con, "SELECT update_time FROM sap_meta.watermarks WHERE entity = 'ordr'") == [
+        ("10:00:00",)]
+
+
+def test_a_fetch_failing_after_pages_were_parsed_changes_nothing(con, sl):
+    sl.entities["Orders"] = [order(i) for i in range(1, 41)]          # 10 pages of 4
+
+    def fail_late(n, body):
+        if n >= 9:  # page 9 and every retry of it
+            raise httpx.ConnectError("connection reset")
+        return body
+    with pytest.raises(SapB1Error) as err:
+        land_via(con, sl, fail_late)
+    assert "page 9" in str(err.value)
+    assert rows(con, "SELECT count(*) FROM information_schema.tables WHERE table_schema = "
+                     "'sap_raw' AND table_name = 'ordr'") == [(0,)]
+    assert rows(con, "SELECT count(*) FROM sap_meta.watermarks") == [(0,)]
+
+
+def test_a_property_only_later_pages_fill_is_typed_as_if_read_whole(con, sl):
+    """The first page (all the streamed read is typed from) has `Weight` null everywhere; the
+    last page carries numbers. The landing must not depend on that: the column is a number and
+    every value is kept."""
+    sl.entities["Orders"] = [order(i, Weight=None) for i in range(1, 41)]
+    sl.entities["Orders"][-1]["Weight"] = 12
+    sl.entities["Orders"][-2]["Weight"] = 7
+    land(con, sl, "ordr")
+    assert rows(con, "SELECT typeof(Weight) FROM sap_raw.ordr LIMIT 1") == [("BIGINT",)]
+    assert rows(con, "SELECT DocEntry, Weight FROM sap_raw.ordr WHERE Weight IS NOT NULL "
+                     "ORDER BY 1") == [(39, 7), (40, 12)]
+
+
+def test_first_load_history_then_only_changed_rows_get_versions(con, sl):
+    sl.entities["Orders"] = [order(i) for i in range(1, 9)]
+    land(con, sl, "ordr")
+    assert rows(con, "SELECT count(*), count(*) FILTER (_is_current AND _valid_to IS NULL), "
+                     "min(_valid_from) FROM sap_history.ordr") == [(8, 8, T0)]
+    assert rows(con, "SELECT count(*) FROM sap_history.rdr1 WHERE _is_current") == [(24,)]
+    for o in sl.entities["Orders"][:2]:
+        o.update(UpdateTime="11:00:00", DocTotal=Decimal("2.00"))
+    result = land(con, sl, "ordr", now=T0 + timedelta(hours=1))
+    assert result.read == "incremental" and result.rows_changed == 2
+    assert rows(con, "SELECT count(*), count(*) FILTER (_is_current) FROM sap_history.ordr") == [(10, 8)]
+    assert rows(con, "SELECT count(*) FROM sap_raw.ordr") == [(8,)]

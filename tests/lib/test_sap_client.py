@@ -17,6 +17,7 @@ from sap_ometria_assets.lib.sap_client import (
     SapB1Resource,
     find_next_link,
     parse_error_body,
+    tail_next_link,
 )
 from sap_ometria_assets.lib.settings import get_settings
 
@@ -260,6 +261,66 @@ def test_next_link_found_without_full_parse_and_not_fooled_by_values():
     spaced = b'{"value" : [ ] ,\n\t"@odata.nextLink" : "Orders?$filter=A%20eq%201&$skip=5"\n}'
     assert find_next_link(spaced) == "Orders?$filter=A%20eq%201&$skip=5"
     assert find_next_link(b'{"value":[],"@odata.nextLink":null}') is None
+
+
+def test_a_page_cut_anywhere_never_passes_the_end_check():
+    """Pages are not parsed whole on the common path: their end (next link, then `}`) is what
+    proves they arrived whole. No prefix of a page, whatever its values hold, passes that check."""
+    page = json.dumps({
+        "@odata.context": "$metadata#Orders",
+        "value": [{"DocEntry": 1, "Remarks": "x\\"},
+                  {"DocEntry": 2, "Remarks": 'ends "@odata.nextLink":"Orders?$skip=9"}'},
+                  {"DocEntry": 3, "Nested": {"@odata.nextLink": "no"}, "Lines": [{"A": 1}],
+                   "Lines@odata.nextLink": "Orders(3)/Lines?$skip=1"}],
+        "@odata.nextLink": "Orders?$skip=3&$filter=A%20eq%20'b'",
+    }).encode() + b"\n"
+    assert json.loads(page)["@odata.nextLink"] == tail_next_link(page) == find_next_link(page)
+    for cut in range(len(page.rstrip())):
+        assert tail_next_link(page[:cut]) is None, page[:cut]
+    v1 = b'{"odata.metadata":"x","value":[] , "odata.nextLink" : "/b1s/v1/Orders?$skip=20" }'
+    assert tail_next_link(v1) == "/b1s/v1/Orders?$skip=20"
+    # a last page (no link) is left to the full validation
+    assert tail_next_link(b'{"value":[{"A":"@odata.nextLink"}]}') is None
+
+
+def _damage_middle(body: bytes) -> bytes:
+    """Break the JSON between the page's intact ends (both ends still look right)."""
+    cut = len(body) // 2
+    return body[:cut] + b"\x00}{" + body[cut:]
+
+
+class _Tamper(httpx.BaseTransport):
+    """Wraps a fake SL transport; `damage(request_no, request, body) -> body` edits data pages."""
+
+    def __init__(self, inner: httpx.BaseTransport, damage) -> None:
+        self.inner, self.damage, self.count = inner, damage, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        resp = self.inner.handle_request(request)
+        if request.method != "GET" or resp.status_code != 200:
+            return resp
+        self.count += 1
+        body = self.damage(self.count, request, resp.read())
+        return httpx.Response(resp.status_code, headers=resp.headers, content=body)
+
+
+def test_refetch_validates_a_page_whole_and_fetches_it_again_until_sound(make_fake_sl, sleeps):
+    fake = make_fake_sl({"Orders": _orders(30)})
+    bad_on = {2, 4, 5}  # request 2 (page 2) damaged; its re-fetches 4 and 5 too, 6 is sound
+    tamper = _Tamper(fake.transport(), lambda n, req, body: _damage_middle(body) if n in bad_on else body)
+    with SapB1Client(fake.base_url, fake.company, fake.username, SecretStr(fake.password),
+                     transport=tamper, page_size=10, sleep=sleeps.append) as sl:
+        pages = list(sl.pages("Orders", orderby="DocEntry"))
+        assert [p.number for p in pages] == [1, 2, 3]
+        assert sl.page_problem(pages[1].body).startswith("the body is not valid JSON")
+        again = sl.refetch(pages[1])
+        assert again.number == 2 and not sl.page_problem(again.body)
+        assert [r["DocEntry"] for r in json.loads(again.body)["value"]] == list(range(11, 21))
+        assert len(sleeps) == 2  # two damaged re-fetches, with backoff between
+        bad_on.update(range(7, 20))
+        with pytest.raises(SapB1Error) as err:
+            sl.refetch(pages[2])
+    assert "Orders: page 3" in str(err.value) and "4 attempts" in str(err.value)
 
 
 def test_count(make_fake_sl, sleeps):
