@@ -537,9 +537,11 @@ def _relation_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
     """Drop recon.<name> whether an earlier version left it as a view or a table."""
-    if table_exists(con, "recon", name):
-        con.execute(f"DROP TABLE recon.{name}")
-    con.execute(f"DROP VIEW IF EXISTS recon.{name}")
+    kinds = con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = 'recon' "
+        "AND table_name = ?", [name]).fetchall()
+    if kinds:
+        con.execute(f"DROP {'VIEW' if kinds[0][0] == 'VIEW' else 'TABLE'} recon.{name}")
 
 
 def _has_column(con: duckdb.DuckDBPyConnection, schema: str, table: str, column: str) -> bool:

@@ -244,3 +244,14 @@ def test_only_exceptions_that_keep_a_record_out_of_ometria_explain_a_difference(
     assert c1["ometria_difference"] == D("24.00") and c1["status"] == "differs"
     assert con.execute("SELECT rule, keeps_record_from_ometria FROM recon.open_document_exceptions"
                        ).fetchall() == [("credit_memo_unlinked", False)]
+
+
+def test_a_warehouse_from_the_views_era_is_upgraded_to_tables(con):
+    """Warehouses built before reconciliation was materialised hold views of the same names."""
+    refresh(con)
+    con.execute("DROP TABLE recon.sap_documents")
+    con.execute("CREATE VIEW recon.sap_documents AS SELECT 1 AS doc_entry")
+    views = refresh(con)
+    assert "sap_documents" in views.created
+    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'recon' "
+                       "AND table_name = 'sap_documents'").fetchall()[0][0] == 1
