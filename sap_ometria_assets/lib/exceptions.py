@@ -46,7 +46,7 @@ from sap_ometria_assets.lib.sap_tables import (
     contract_columns,
     table_key,
 )
-from sap_ometria_assets.lib.warehouse import table_exists
+from sap_ometria_assets.lib.warehouse import table_columns, table_exists
 
 Entity = Literal[
     "contact", "order", "order_line", "credit_memo", "credit_memo_line", "product", "stock",
@@ -225,15 +225,6 @@ def source_specs() -> dict[str, tuple[str, str, dict[str, str]]]:
         specs[f"push_{name}"] = ("ometria_push", name, cols)
     specs["versions"] = ("recon", "payload_versions", VERSION_COLUMNS)
     return specs
-
-
-def table_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
-    rows = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-        [schema, table],
-    ).fetchall()
-    return {name: dtype for name, dtype in rows}
 
 
 def prepare_sources(con: duckdb.DuckDBPyConnection, facts: MappingFacts) -> set[str]:
