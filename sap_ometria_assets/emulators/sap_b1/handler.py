@@ -10,7 +10,7 @@ import logging
 import re
 import time
 from http.server import BaseHTTPRequestHandler
-from typing import Any, TYPE_CHECKING
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import numpy as np
@@ -21,12 +21,12 @@ from sap_ometria_assets.emulators.sap_b1.company import Company
 from sap_ometria_assets.emulators.sap_b1.odata import ODataError, Query, parse_query
 from sap_ometria_assets.emulators.sap_b1.wire import (
     DEFAULT_PAGE_SIZE, MSG_LOGIN_FAILED, MSG_NOT_FOUND, ROUTE_ID, SL_VERSION, _KEY, _Reply, _STATUS_TEXT,
-    _metadata, _parse_key,
+    _View, _metadata, _parse_key,
 )
 
-if TYPE_CHECKING:
-    from sap_ometria_assets.emulators.sap_b1.server import SapB1Emulator
-    from sap_ometria_assets.emulators.sap_b1.wire import _View
+
+# `SapB1Emulator` appears in annotations only, which are never evaluated here: server.py imports
+# this module, so importing it back would make a cycle.
 
 
 log = logging.getLogger(__name__)

@@ -11,17 +11,18 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from sap_ometria_assets.emulators.sap_b1.company import Company
+from sap_ometria_assets.emulators.sap_b1.faults import SchemaChange
 from sap_ometria_assets.emulators.sap_b1.odata import schema_resolver
 
-if TYPE_CHECKING:
-    from sap_ometria_assets.emulators.sap_b1.faults import SchemaChange
-    from sap_ometria_assets.emulators.sap_b1.server import SapB1Emulator
+
+# `SapB1Emulator` appears in annotations only, which are never evaluated here: server.py imports
+# this module, so importing it back would make a cycle.
 
 
 SL_VERSION = "1000280"

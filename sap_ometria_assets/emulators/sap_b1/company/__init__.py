@@ -51,7 +51,7 @@ partner and one item deleted outright), derived only from (seed, tick), so a com
 tick by tick equals one generated at that tick count.
 
 The package: `constants` and `schema` (tables, columns, UDFs, entity sets), `helpers` and `amounts`
-(prices, tax, rounding), `builders` and `generation` (partners, items, documents at tick 0),
+(prices, tax, rounding), `phones`, `builders` and `generation` (partners, items, documents at tick 0),
 `planted` (the awkward cases and exception examples), `finishing` (renumbering, cancellations,
 canonical columns, stock), `ticks` (the clock: new and edited records) and `model` (`Company`,
 `generate_company`). Every public name is importable from here.
@@ -70,7 +70,7 @@ from sap_ometria_assets.emulators.sap_b1.company.schema import (
     ADDRESS_COLUMNS, BP_COLUMNS, ChildSpec, ENTITY_SPECS, EXPENSE_COLUMNS, EntitySpec, HEADER_COLUMNS,
     ITEM_COLUMNS, ITEM_PRICE_COLUMNS, ITEM_WHS_COLUMNS, LINE_COLUMNS, UDF_DEFS, UDF_VALUE_LABELS, property_exprs,
 )
-from sap_ometria_assets.emulators.sap_b1.company.builders import (
+from sap_ometria_assets.emulators.sap_b1.company.phones import (
     DRAMA_PHONE_PREFIX, FOREIGN_PHONE_PREFIX, OTHER_PHONE_PREFIX,
 )
 from sap_ometria_assets.emulators.sap_b1.company.planted import OVERSIZED_ORDER_LINES, OVERSIZED_TITLE_CHARS

@@ -8,7 +8,7 @@ import datetime as dt
 import itertools
 import threading
 from dataclasses import dataclass, field
-from typing import Any, TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -16,11 +16,8 @@ import pyarrow as pa
 
 from sap_ometria_assets.emulators.sap_b1.company.constants import BASE_NOW, DOC_TABLES
 from sap_ometria_assets.emulators.sap_b1.company.generation import _generate_base
-from sap_ometria_assets.emulators.sap_b1.company.schema import ENTITY_SPECS, property_exprs
+from sap_ometria_assets.emulators.sap_b1.company.schema import ENTITY_SPECS, ChildSpec, EntitySpec, property_exprs
 from sap_ometria_assets.emulators.sap_b1.company.ticks import _apply_tick
-
-if TYPE_CHECKING:
-    from sap_ometria_assets.emulators.sap_b1.company.schema import ChildSpec, EntitySpec
 
 
 # ---------------------------------------------------------------------------------------------

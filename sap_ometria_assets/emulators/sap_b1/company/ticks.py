@@ -68,7 +68,6 @@ def _orderable(tables: dict[str, pl.DataFrame], planted: dict[str, list]) -> pl.
         "ItemCode", pl.col("ItemName").fill_null(""), "SalesVATGroup", "_price", _trade=(pl.col("_price") * 0.6).round(2))
 
 
-
 def _apply_tick(tables: dict[str, pl.DataFrame], counters: dict[str, int], planted: dict[str, list],
                 scale: float, seed: int, tick: int, change_fraction: float | None) -> None:
     """One hour of business (tick `tick`), applied in place to `tables`; deterministic from (seed, tick)."""
