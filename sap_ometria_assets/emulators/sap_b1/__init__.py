@@ -1,7 +1,8 @@
 """SAP Business One Service Layer emulator and the generated demo company (UK retailer, SBODEMOGB).
 
-- `generate_company(scale, seed, ticks)` -> `Company` (company.py)
-- `SapB1Emulator(company, ...)`: real HTTP Service Layer v1/v2 with fault switches (server.py)
+- `generate_company(scale, seed, ticks)` -> `Company` (the company/ package)
+- `SapB1Emulator(company, ...)`: real HTTP Service Layer v1/v2 with fault switches (server.py; faults.py, wire.py,
+  sessions.py and handler.py beside it)
 - `ensure_embedded_sap(settings)` / `advance_demo_clock(settings, ticks)` (embedded.py)
 
 Names are imported lazily so that `python -m sap_ometria_assets.emulators.sap_b1.server` runs the

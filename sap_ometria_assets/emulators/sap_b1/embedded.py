@@ -80,7 +80,10 @@ def _key(settings) -> tuple:
 
 def _generator_fingerprint() -> str:
     """Changes whenever the generator's code changes, so stale caches are never used."""
-    return hashlib.sha256(Path(company_module.__file__).read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for source in sorted(Path(company_module.__file__).parent.glob("*.py")):  # the company package
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _cache_root(settings) -> Path:
