@@ -80,6 +80,13 @@ def print_summary(metadata: dict[str, dict], elapsed: float) -> None:
             f"{_cell(md, 'skipped_unchanged'):>8} {_cell(md, 'requests'):>8} "
             f"{_cell(md, 'dagster/row_count'):>9}"
         )
+    snapshot = metadata.get("recon/ometria_snapshot", {})
+    if snapshot.get("outcome") == "unavailable":
+        print(
+            f"\nReconciliation with Ometria UNAVAILABLE: {snapshot.get('note', 'read-back failed')}. "
+            "The pushes and exceptions of this run stand; recon compares SAP with the ledger "
+            "only (see recon.snapshot_runs, alert in ops.alerts)."
+        )
     exceptions = metadata.get("ops/sync_exceptions", {})
     if exceptions:
         print(

@@ -36,6 +36,7 @@ from tenacity import (
 )
 
 from sap_ometria_assets.lib import warehouse
+from sap_ometria_assets.lib.secret_scrub import scrub
 from sap_ometria_assets.lib.warehouse import WarehouseLockedError
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def make_alert(
         asset_key=asset_key,
         check_name=check_name,
         severity=severity,
-        message=message,
+        message=scrub(message) or message,
     )
 
 

@@ -47,10 +47,16 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-log = logging.getLogger(__name__)
+from sap_ometria_assets.lib import secret_scrub
+
+log = secret_scrub.scrubbed_logger(__name__)
 
 MAX_RECORDS_PER_REQUEST = 100
 MAX_LIST_LIMIT = 250
+# Read-back bound: pages of one listing before we stop and call the read-back unavailable
+# (250 records a page: 5 million records). An API that ignores `offset` is caught sooner, by
+# its repeated pages.
+MAX_READ_BACK_PAGES = 20_000
 EMBEDDED_RATE_LIMIT_PER_S = 50.0
 RECORD_TYPES = ("contact", "order", "product", "custom_event")
 
@@ -88,6 +94,22 @@ class OmetriaRequestError(OmetriaError):
 
 class OmetriaUnavailableError(OmetriaError):
     """Retries exhausted (5xx, timeouts, connection errors, 429) or a Retry-After too long to wait."""
+
+
+class OmetriaUnconfirmedError(OmetriaError):
+    """A 2xx whose body is not Ometria's push answer (`{"status": "OK", "request_id": ...,
+    "accepted": n, "rejected": m}`): an HTML page of a proxy or captive portal, an empty body, a
+    wrong URL. We cannot tell whether Ometria received the batch, so it is not counted as
+    delivered: recorded as unconfirmed and sent again."""
+
+    def __init__(self, message: str, *, reason: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.reason = reason
+
+
+class OmetriaPagingError(OmetriaError):
+    """A read-back listing that does not advance (the API ignores `offset` and serves a page
+    already seen) or passes the page ceiling: stopped instead of looping."""
 
 
 class OmetriaBatchError(ValueError):
@@ -235,6 +257,41 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
+_PUSH_STATUSES = ("OK", "SUCCESS", "ERROR")
+
+
+def push_answer_problem(response: httpx.Response, record_count: int) -> str | None:
+    """Why a 2xx answer to `POST /push` is not Ometria's documented answer, or None if it is.
+
+    Ometria's contract (ometria_data_api.md 1.3): a JSON object `{"status": "OK", "request_id":
+    "<uuid>", "accepted": n, "rejected": m}`. We require a JSON object with a `status` string;
+    `accepted`/`rejected`, when present, whole numbers from 0 to the batch size. A missing
+    `request_id` is tolerated (the audit row gets a local one). Anything else (an HTML page, an
+    empty body, a JSON array, `"accepted": "yes"`) does not tell us Ometria took the batch."""
+    body = response.content
+    kind = response.headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
+    if not body.strip():
+        return f"empty body ({kind})"
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        start = " ".join(body[:80].decode("utf-8", "replace").split())
+        return f"the body is not JSON ({kind}, {len(body)} bytes, starting {start!r})"
+    if not isinstance(data, dict):
+        return f"the body is a JSON {type(data).__name__}, not Ometria's answer object"
+    status = data.get("status")
+    if not isinstance(status, str) or status.upper() not in _PUSH_STATUSES:
+        return f"the body has no push status (status={status!r})"
+    for name in ("accepted", "rejected"):
+        value = data.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) \
+                or not 0 <= value <= record_count:
+            return f"{name}={value!r} is not a count of the {record_count} records sent"
+    return None
+
+
 def parse_push_errors(payload: Any) -> list[PushError]:
     """Normalise `GET /push/_errors`.
 
@@ -309,11 +366,20 @@ class OmetriaClient:
     ) -> None:
         if not isinstance(api_key, SecretStr):
             raise TypeError("api_key must be a pydantic SecretStr (keeps it out of logs and reprs)")
-        if not api_key.get_secret_value():
+        if not api_key.get_secret_value().strip():
             raise OmetriaAuthError(
                 "No Ometria API key: set OMETRIA_API_KEY (or OMETRIA_DRY_RUN=1 to review pushes "
                 "in the outbox without sending)."
             )
+        secret_scrub.register(api_key)
+        # a key from a secret file ends in a line break; one that cannot travel in a header
+        # fails here, naming the variable, not as a UnicodeEncodeError inside httpx
+        api_key = SecretStr(api_key.get_secret_value().strip())
+        key = api_key.get_secret_value()
+        if not key.isascii() or any(ord(c) < 32 or ord(c) == 127 for c in key):
+            raise OmetriaAuthError(
+                "OMETRIA_API_KEY holds characters an HTTP header cannot carry (non-ASCII, spaces "
+                "or control characters); copy the key again from Ometria's Settings > API keys.")
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.max_retries = max_retries
@@ -349,8 +415,7 @@ class OmetriaClient:
 
     # -- plumbing ----------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
-        key = self._api_key.get_secret_value()
-        return text.replace(key, "**********") if key else text
+        return secret_scrub.scrub(text, self._api_key) or text
 
     def _message_of(self, response: httpx.Response) -> str:
         try:
@@ -492,23 +557,27 @@ class OmetriaClient:
                 f"(HTTP {response.status_code}): {self._message_of(response)}",
                 http_status=response.status_code, attempts=attempts, duration_ms=duration,
             )
-        try:
-            data = response.json()
-        except ValueError:
-            data = {}
-        if not isinstance(data, dict):
-            data = {}
-        if str(data.get("status", "OK")).upper() not in ("OK", "SUCCESS"):
+        unconfirmed = push_answer_problem(response, len(encoded))
+        if unconfirmed is not None:
+            raise OmetriaUnconfirmedError(
+                f"Ometria's answer to a push of {len(encoded)} {record_type} records (HTTP "
+                f"{response.status_code}) does not confirm it: {self._scrub(unconfirmed)}. The "
+                "records are not counted as delivered and are sent again on the next run; check "
+                "OMETRIA_API_URL points at Ometria's API (not a proxy, login or maintenance page).",
+                reason=self._scrub(unconfirmed), http_status=response.status_code,
+                attempts=attempts, duration_ms=duration,
+            )
+        data = response.json()
+        if str(data.get("status")).upper() not in ("OK", "SUCCESS"):
             raise OmetriaRequestError(
                 f"Ometria answered HTTP {response.status_code} with status "
                 f"{data.get('status')!r}: {self._message_of(response)}",
                 http_status=response.status_code, attempts=attempts, duration_ms=duration,
             )
         request_id = _str_or_none(data.get("request_id"))
+        rejected_n = int(data.get("rejected") or 0)
         accepted = data.get("accepted")
-        rejected = data.get("rejected")
-        rejected_n = int(rejected) if isinstance(rejected, int | float) else 0
-        accepted_n = int(accepted) if isinstance(accepted, int | float) else len(encoded) - rejected_n
+        accepted_n = int(accepted) if accepted is not None else len(encoded) - rejected_n
         result = PushResponse(
             request_id=request_id or f"local-{uuid.uuid4()}",
             http_status=response.status_code,
@@ -563,16 +632,38 @@ class OmetriaClient:
     def get_product(self, product_id: str) -> dict | None:
         return self._get_json(f"products/{quote(product_id, safe='')}", missing_ok=True)
 
-    def _iter(self, path: str, limit: int, offset: int, extra: dict[str, Any] | None = None
-              ) -> Iterator[dict]:
+    def _iter(self, path: str, limit: int, offset: int, extra: dict[str, Any] | None = None,
+              max_pages: int | None = None) -> Iterator[dict]:
+        """Every record of a listing, page by page (`limit`/`offset`).
+
+        Bounded: a page whose records (by id) are exactly those of a page already read means
+        the API is not advancing (it ignores `offset`), and `max_pages` caps the listing; both
+        raise `OmetriaPagingError` instead of reading forever. Pages that merely overlap (a
+        record inserted while we read shifts the offsets) are fine: the snapshot dedupes."""
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT} (Ometria's maximum), got {limit}")
+        max_pages = max_pages or MAX_READ_BACK_PAGES
+        seen: set[int] = set()
+        pages = 0
         while True:
+            if pages >= max_pages:
+                raise OmetriaPagingError(
+                    f"Ometria GET {self.base_url}/{path}: still not at the end after {pages} pages "
+                    f"of {limit} (the read-back ceiling); stopped reading.")
             page = self._get_json(path, {"limit": limit, "offset": offset, **(extra or {})})
+            pages += 1
             if isinstance(page, dict):
                 page = next((page[k] for k in ("data", "results", "items") if isinstance(page.get(k), list)), [])
             if not isinstance(page, list):
                 return
+            keys = hash(tuple(sorted(
+                str(r.get("id")) if isinstance(r, dict) else orjson.dumps(r).decode() for r in page)))
+            if page and keys in seen:
+                raise OmetriaPagingError(
+                    f"Ometria GET {self.base_url}/{path} served the same {len(page)} records again "
+                    f"at offset {offset} (page {pages}): the API is not honouring `offset`, so the "
+                    "listing cannot be read to its end; stopped reading.")
+            seen.add(keys)
             yield from page
             if len(page) < limit:
                 return

@@ -59,6 +59,7 @@ from sap_ometria_assets.lib.ometria_client import (
     OmetriaClient,
     OmetriaError,
     OmetriaRequestError,
+    OmetriaUnconfirmedError,
     PushError,
     PushResponse,
     build_body,
@@ -68,7 +69,9 @@ from sap_ometria_assets.lib.ometria_client import (
 # records back, and the push, which never sends one.
 from sap_ometria_assets.lib.ometria_models import MAX_RECORD_BYTES
 
-log = logging.getLogger(__name__)
+from sap_ometria_assets.lib.secret_scrub import scrub, scrubbed_logger
+
+log = scrubbed_logger(__name__)
 
 # Feed (= table of schema `ometria`) -> record types it may hold.
 FEEDS: dict[str, tuple[str, ...]] = {
@@ -199,6 +202,7 @@ class PushResult:
     records_accepted: int = 0
     records_rejected: int = 0        # rejected by Ometria (synchronously or via _errors) this run
     records_failed: int = 0          # refused with a 4xx; not acknowledged, retried next run
+    records_unconfirmed: int = 0     # answered with a 2xx that is not Ometria's: sent again
     rejected_outstanding: int = 0    # records of the feed whose current version Ometria rejected
     requests: int = 0                # push requests that reached Ometria (acknowledged or not)
     bytes_sent: int = 0
@@ -355,6 +359,8 @@ class _Push:
             "outbox_path": str(self.outbox) if self.outbox else None,
         }
         row.update(values)
+        if row.get("error"):
+            row["error"] = scrub(row["error"])
         return row
 
     # -- sending -----------------------------------------------------------------------
@@ -364,6 +370,18 @@ class _Push:
         records = frame["payload"].to_list()
         try:
             response = self.client.push(records, record_type)
+        except OmetriaUnconfirmedError as exc:
+            # A 2xx that is not Ometria's answer: maybe delivered, maybe not. The batch's ledger
+            # rows say `unconfirmed` (sent again next run), its audit row names the reason, and
+            # the push stops: whoever answered this is likely to answer every batch so.
+            self.result.requests += 1
+            self.result.records_unconfirmed += frame.height
+            self.flush()
+            row = self._failed_row(frame, record_type, exc)
+            row.update(request_id=f"unconfirmed-{uuid.uuid4()}",
+                       error=f"unconfirmed: {exc.reason}", status="unconfirmed")
+            self._ack([(frame.select("record_type", "id", "payload_hash"), row)])
+            raise
         except OmetriaRequestError as exc:
             self.result.requests += 1
             if exc.http_status in _BISECT_STATUSES and frame.height > 1:
@@ -447,7 +465,7 @@ def record_errors(con: duckdb.DuckDBPyConnection, feed: str, frame: pl.DataFrame
     and payload version: seen again, only `last_seen_at` moves."""
     now = _now()
     rows = frame.with_columns(
-        (message if isinstance(message, pl.Expr) else pl.lit(message)).alias("error_message"),
+        (message if isinstance(message, pl.Expr) else pl.lit(scrub(message))).alias("error_message"),
     ).select(
         pl.col("record_type"), pl.col("id").alias("record_id"), pl.col("payload_hash"),
         pl.col("error_message"), pl.lit(feed).alias("feed"),
@@ -732,8 +750,10 @@ def sync_errors(con: duckdb.DuckDBPyConnection, client: OmetriaClient, *, run_id
     fetched = client.fetch_errors() if errors is None else errors
     out = ErrorSyncResult(fetched=len(fetched))
     now = _now()
+    # Ometria echoes records and messages back: whatever secret they carry is not stored (at
+    # most 100 entries a read, so a Python pass is nothing)
     frame = pl.DataFrame(
-        [{k: getattr(e, k) for k in _FETCHED_SCHEMA} for e in fetched], schema=_FETCHED_SCHEMA)
+        [{k: scrub(getattr(e, k)) for k in _FETCHED_SCHEMA} for e in fetched], schema=_FETCHED_SCHEMA)
     con.register("_fetched", frame)
     con.execute("BEGIN TRANSACTION")
     try:

@@ -56,7 +56,12 @@ CREATE TABLE IF NOT EXISTS recon.snapshot_runs (
     orders BIGINT,
     products BIGINT
 );
+ALTER TABLE recon.snapshot_runs ADD COLUMN IF NOT EXISTS outcome VARCHAR;
 """
+# recon.snapshot_runs.outcome: 'read' (Ometria read back whole), 'dry_run' (nothing sent,
+# nothing read: by design), 'unavailable' (the read-back failed: an outage, a 404, an API not
+# honouring offset; the pushes stand, reconciliation compares SAP with the ledger only).
+SNAPSHOT_OUTCOMES = ("read", "dry_run", "unavailable")
 
 READ_BACK_TYPES = ("contact", "order", "product")
 
@@ -88,9 +93,15 @@ def read_back_records(client, collection: str) -> Iterator[tuple[str, str, str]]
 
 def write_snapshot(
     con: duckdb.DuckDBPyConnection, records: Iterable[tuple[str, str, str]], fetched_at: datetime,
-    available: bool = True, note: str | None = None,
+    available: bool = True, note: str | None = None, outcome: str | None = None,
 ) -> dict[str, int]:
-    """Replace `recon.ometria_snapshot` with `records`; log the read in `recon.snapshot_runs`."""
+    """Replace `recon.ometria_snapshot` with `records`; log the read in `recon.snapshot_runs`.
+
+    `available=False` keeps the previous snapshot (it is no longer compared) and records why
+    (`note`, `outcome` 'dry_run' or 'unavailable')."""
+    outcome = outcome or ("read" if available else "unavailable")
+    if outcome not in SNAPSHOT_OUTCOMES:
+        raise ValueError(f"outcome must be one of {SNAPSHOT_OUTCOMES}, got {outcome!r}")
     con.execute("CREATE SCHEMA IF NOT EXISTS recon")
     con.execute(SNAPSHOT_DDL)
     types, ids, payloads = [], [], []
@@ -116,8 +127,10 @@ def write_snapshot(
                 {"at": fetched_at},
             )
         con.execute(
-            "INSERT INTO recon.snapshot_runs VALUES (?, ?, ?, ?, ?, ?)",
-            [fetched_at, available, note, counts["contact"], counts["order"], counts["product"]],
+            "INSERT INTO recon.snapshot_runs (fetched_at, available, note, contacts, orders, "
+            "products, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [fetched_at, available, note, counts["contact"], counts["order"], counts["product"],
+             outcome],
         )
         con.execute("COMMIT")
     except Exception:
@@ -131,6 +144,24 @@ def write_snapshot(
         "Ometria returned. Replaced on every read.'"
     )
     return counts
+
+
+def latest_snapshot_run(con: duckdb.DuckDBPyConnection) -> dict | None:
+    """The latest read-back: fetched_at, available, outcome, note (None if never tried)."""
+    if not table_exists(con, "recon", "snapshot_runs"):
+        return None
+    has_outcome = bool(con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'recon' "
+        "AND table_name = 'snapshot_runs' AND column_name = 'outcome'").fetchall()[0][0])
+    rows = con.execute(
+        f"SELECT fetched_at, available, {'outcome' if has_outcome else 'NULL'}, note "
+        "FROM recon.snapshot_runs ORDER BY fetched_at DESC LIMIT 1").fetchall()
+    if not rows:
+        return None
+    fetched_at, available, outcome, note = rows[0]
+    if outcome is None:  # a row of an older version
+        outcome = "read" if available else ("dry_run" if (note or "").startswith("dry run") else "unavailable")
+    return {"fetched_at": fetched_at, "available": bool(available), "outcome": outcome, "note": note}
 
 
 def snapshot_available(con: duckdb.DuckDBPyConnection) -> bool:

@@ -61,9 +61,10 @@ from tenacity import (
     wait_random,
 )
 
+from sap_ometria_assets.lib import secret_scrub
 from sap_ometria_assets.lib.settings import Settings, get_settings
 
-_log = logging.getLogger(__name__)
+_log = secret_scrub.scrubbed_logger(__name__)
 
 SESSION_COOKIE = "B1SESSION"
 ROUTE_COOKIE = "ROUTEID"
@@ -306,6 +307,7 @@ class SapB1Client:
         self.company_db = company_db
         self.username = username
         self._password = password if isinstance(password, SecretStr) else SecretStr(str(password))
+        secret_scrub.register(self._password)
         self.page_size = int(page_size)
         self.max_retries = int(max_retries)
         self.max_page_retries = int(max_page_retries)
@@ -477,12 +479,7 @@ class SapB1Client:
 
     def _scrub(self, text: str | None) -> str | None:
         """Remove the password and session id from text that came from elsewhere."""
-        if not text:
-            return text
-        for secret in (self._password.get_secret_value(), self._session_id, self._route_id):
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
+        return secret_scrub.scrub(text, self._password, self._session_id, self._route_id)
 
     # ------------------------------------------------------------------------------------------
     # requests

@@ -135,6 +135,29 @@ class Settings(BaseSettings):
         # `.env.example` lists every variable with an empty value: empty means "not set".
         return None if value == "" else value
 
+    @field_validator("ometria_api_key", "sap_b1_password")
+    @classmethod
+    def _clean_secret(cls, value: SecretStr | None, info) -> SecretStr | None:
+        """Secrets read from files end in a line break: strip it. What is left must be sendable:
+        the API key goes into an HTTP header (printable ASCII only), the password into the
+        Login body (no control characters). The message never shows the value."""
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        # a password may hold inner or edge spaces on purpose; a file's line ending it never does
+        clean = raw.strip() if info.field_name == "ometria_api_key" else raw.strip("\r\n")
+        if info.field_name == "ometria_api_key":
+            if not clean:
+                return None
+            if not clean.isascii():
+                raise ValueError("contains non-ASCII characters; an API key travels in an HTTP "
+                                 "header, which takes printable ASCII only (copy the key again "
+                                 "from Ometria's Settings > API keys)")
+        if any(ord(c) < 32 or ord(c) == 127 for c in clean):
+            raise ValueError("contains control characters (a line break, tab or similar inside "
+                             "the value); set it again without them")
+        return SecretStr(clean)
+
     @field_validator("sap_b1_service_layer_url", "ometria_api_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:

@@ -44,6 +44,7 @@ def _metadata(result: PushResult, target: OmetriaTarget, ledger_rows: int | None
         "rejected": result.records_rejected,
         "rejected_outstanding": result.rejected_outstanding,
         "refused_4xx": result.records_failed,
+        "unconfirmed": result.records_unconfirmed,
         "requests": result.requests,
         "bytes_sent": result.bytes_sent,
         "duration_s": result.duration_s,

@@ -21,7 +21,8 @@ from sap_ometria_assets.lib.recon import (
     summarise_status_view,
     write_snapshot,
 )
-from sap_ometria_assets.lib.ometria_client import OmetriaResource
+from sap_ometria_assets.lib.ometria_client import OmetriaError, OmetriaResource
+from sap_ometria_assets.lib.secret_scrub import scrub
 from sap_ometria_assets.lib.warehouse import WarehouseResource
 
 OMETRIA_FEEDS = ("contacts", "orders", "products", "stock")
@@ -146,28 +147,45 @@ def ops_sync_exceptions(warehouse: WarehouseResource):
     kinds={"ometria", "duckdb"},
     pool="duckdb",
 )
-def ometria_snapshot(warehouse: WarehouseResource, ometria: OmetriaResource) -> dg.MaterializeResult:
+def ometria_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                     ometria: OmetriaResource) -> dg.MaterializeResult:
     """What Ometria actually holds, read back from its API (`recon.ometria_snapshot`): every
     contact of our collection, every order and every product, one row each with the JSON
     Ometria returned. Reconciliation compares it with SAP and with what we sent. In dry run
-    nothing was sent and nothing is read; the previous snapshot is kept and marked unavailable."""
+    nothing was sent and nothing is read; the previous snapshot is kept and marked unavailable.
+
+    A read-back that fails (Ometria down, a 404 or 403 on a listing, an API that ignores
+    `offset`) does not fail the run: the pushes and exceptions of the run stand, the previous
+    snapshot is kept but no longer compared, `recon.snapshot_runs` says `unavailable` with the
+    reason, and the `ometria_read_back_available` check (ERROR) raises the alert."""
     now = _now()
     with ometria.open_client() as client:
         if client is None:
             with warehouse.connect() as con:
-                write_snapshot(con, [], now, available=False,
+                write_snapshot(con, [], now, available=False, outcome="dry_run",
                                note="dry run: Ometria was not contacted")
             return dg.MaterializeResult(metadata={
-                "dagster/row_count": 0, "available": False,
+                "dagster/row_count": 0, "available": False, "outcome": "dry_run",
                 "note": "Dry run: Ometria was not read, reconciliation compares SAP with the ledger only.",
             })
         collection = ometria.target().collection
-        records = list(read_back_records(client, collection))
+        try:
+            records = list(read_back_records(client, collection))
+        except OmetriaError as exc:
+            note = scrub(f"read-back failed, reconciliation with Ometria unavailable: {exc}")
+            context.log.error(f"{note} The pushes of this run stand; recon compares SAP with the "
+                              "ledger only until a read-back succeeds.")
+            with warehouse.connect() as con:
+                write_snapshot(con, [], now, available=False, outcome="unavailable", note=note)
+            return dg.MaterializeResult(metadata={
+                "dagster/row_count": 0, "available": False, "outcome": "unavailable", "note": note,
+            })
     with warehouse.connect() as con:
         counts = write_snapshot(con, records, now)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(records),
         "available": True,
+        "outcome": "read",
         "contacts": counts["contact"],
         "orders": counts["order"],
         "products": counts["product"],

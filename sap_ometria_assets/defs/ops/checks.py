@@ -14,6 +14,7 @@ import polars as pl
 from sap_ometria_assets.lib.checks_config import get_checks_config
 from sap_ometria_assets.lib.drift import exception_trends
 from sap_ometria_assets.lib.recon import (
+    latest_snapshot_run,
     markdown_table,
     reason_counts,
     snapshot_available,
@@ -22,6 +23,7 @@ from sap_ometria_assets.lib.recon import (
 from sap_ometria_assets.lib.warehouse import WarehouseResource, table_exists
 
 RECON_VIEWS = dg.AssetKey(["recon", "views"])
+SNAPSHOT = dg.AssetKey(["recon", "ometria_snapshot"])
 EXCEPTION_HISTORY = dg.AssetKey(["ops", "exception_history"])
 
 
@@ -93,9 +95,39 @@ PENDING_MISSING = ("not sent yet", "not confirmed yet")
 
 
 def _read_back_note(con) -> str:
-    return "" if snapshot_available(con) else (
-        " Ometria was not read back (dry run), so only SAP records without an Ometria record "
-        "are compared.")
+    if snapshot_available(con):
+        return ""
+    latest = latest_snapshot_run(con) or {}
+    why = "dry run" if latest.get("outcome") == "dry_run" else "read-back unavailable"
+    return (f" Ometria was not read back ({why}), so only SAP records without an Ometria record "
+            "are compared.")
+
+
+def read_back_result(con) -> dg.AssetCheckResult:
+    latest = latest_snapshot_run(con)
+    if latest is None or latest["outcome"] == "read":
+        return dg.AssetCheckResult(passed=True, description="Ometria was read back whole.")
+    if latest["outcome"] == "dry_run":
+        return dg.AssetCheckResult(
+            passed=True, description="Dry run: nothing was sent, so nothing was read back.")
+    return dg.AssetCheckResult(
+        passed=False, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"outcome": latest["outcome"], "note": latest["note"] or "",
+                  "fetched_at": str(latest["fetched_at"])},
+        description=(
+            "Reconciliation with Ometria is unavailable: " + (latest["note"] or "read-back failed")
+            + ". The run's pushes and exceptions stand; recon compares SAP with the ledger only "
+            "until a read-back succeeds."),
+    )
+
+
+@dg.asset_check(asset=SNAPSHOT, name="ometria_read_back_available", pool="duckdb",
+                description="ERROR (an alert) when reading Ometria back failed (outage, a 404 or "
+                "403 on a listing, an API ignoring offset): reconciliation with Ometria is then "
+                "unavailable. Passes in dry run (nothing sent, nothing to read).")
+def ometria_read_back_available(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        return read_back_result(con)
 
 
 def missing_result(con) -> dg.AssetCheckResult:

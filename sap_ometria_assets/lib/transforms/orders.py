@@ -128,7 +128,7 @@ def input_columns(mapping: Mapping) -> dict[str, list[str]]:
         "ordr": header, "rdr1": lines, "rdr3": expenses,
         "orin": header, "rin1": lines, "rin3": expenses,
         "odln": ["DocEntry", *flags], "dln1": base,
-        "inv1": base, "ocrd": ["CardCode", "CardName", "EmailAddress", "CompanyPrivate", "ContactPerson"],
+        "inv1": base, "ocrd": ["CardCode", "CardName", "CardType", "EmailAddress", "CompanyPrivate", "ContactPerson"],
     }
 
 
@@ -370,16 +370,28 @@ def _status_columns(mapping: Mapping) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
 # ---------------------------------------------------------------------------------------------
 
 def customer_identities(ocrd: pl.DataFrame | None, mapping: Mapping) -> pl.DataFrame:
-    """CardCode -> email/firstname/lastname as sent on contacts (for the order's customer object)."""
+    """CardCode -> email/firstname/lastname as sent on contacts (for the order's customer object).
+
+    Only business partners the mapping sends as contacts (`contacts.card_types`, customers by
+    default) carry their email and names: in Ometria a customer id with an email creates a
+    profile, so an order of a lead or supplier would otherwise put a person the mapping keeps
+    out of Ometria into it. Their orders name the customer by id alone (no personal data);
+    `order_unknown_customer` lists them."""
     schema = {"_card": pl.String, "_c_email": pl.String, "_c_first": pl.String, "_c_last": pl.String}
     if ocrd is None or ocrd.height == 0:
         return pl.DataFrame(schema=schema)
-    require_columns(ocrd, "ocrd", ["CardCode", "CardName", "EmailAddress"])
+    require_columns(ocrd, "ocrd", ["CardCode", "CardName", "EmailAddress", "CardType"])
     email, _ = email_columns(pl.col("EmailAddress"), mapping.contacts.lowercase_email)
     names = name_columns(person_name(ocrd))
+    is_contact = pl.col("CardType").cast(pl.String).is_in(list(mapping.contacts.card_types))
+
+    def only_contacts(expr: pl.Expr) -> pl.Expr:
+        return pl.when(is_contact).then(expr).otherwise(pl.lit(None, pl.String))
+
     return (
-        ocrd.select(text("CardCode").alias("_card"), email.alias("_c_email"),
-                    names["firstname"].alias("_c_first"), names["lastname"].alias("_c_last"))
+        ocrd.select(text("CardCode").alias("_card"), only_contacts(email).alias("_c_email"),
+                    only_contacts(names["firstname"]).alias("_c_first"),
+                    only_contacts(names["lastname"]).alias("_c_last"))
         .drop_nulls("_card")
         # two BPs whose codes differ only by blanks: the same pick whatever order rows come in
         .sort(["_card", "_c_email", "_c_first", "_c_last"], nulls_last=True)
