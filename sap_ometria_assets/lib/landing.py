@@ -12,7 +12,9 @@ One call of `land_table` lands one registry entry (a parent table and its child 
    `ItemCode,ItemWarehouseInfoCollection`): every property the Service Layer returns lands, so
    each company's own `U_*` fields arrive without configuration. The price is page weight; a
    `$select` list would have to be maintained per company and would silently drop new UDFs.
-2. **Parse.** A background thread fetches the pages into temporary files (under TMPDIR) while
+2. **Parse.** A background thread fetches the pages into temporary files (in a private 0700
+   folder `.sap_pages/<table>` beside the warehouse, never the shared TMPDIR: pages hold names
+   and addresses; removed at the end and, after a killed run, at the next start) while
    DuckDB's `read_json` parses the pages already there, a batch at a time (unnesting the `value`
    array), with an explicit column type built from the first page and the stored table: no
    Python object is built per record, and the Service Layer's latency hides behind the parsing.
@@ -66,10 +68,12 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-import tempfile
+import os
+import shutil
 import threading
 import time as _time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -481,6 +485,29 @@ class _Names:
                 pass
 
 
+PAGES_DIR = ".sap_pages"
+
+
+@contextmanager
+def pages_dir(settings: Settings, table: str) -> Iterator[Path]:
+    """A private folder (0700) for one table's raw pages (customer names, addresses) beside the
+    warehouse, never the shared system temp dir. A folder a killed run left behind is removed
+    first; the folder goes at the end of the landing, whatever happened."""
+    root = settings.duckdb_path.parent / PAGES_DIR
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    folder = root / table
+    if folder.exists():
+        _log.warning("%s: removing raw pages a killed run left in %s", table, folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700)
+    os.chmod(folder, 0o700)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def land_table(
     con: duckdb.DuckDBPyConnection,
     client: Any,
@@ -515,7 +542,7 @@ def land_table(
     )
     requests_before = client.requests
     names = _Names(spec.table)
-    with tempfile.TemporaryDirectory(prefix=f"sap_{spec.table}_") as tmp:
+    with pages_dir(settings, spec.table) as tmp:
         try:
             orderby = plan.entity_key if plan.select else ",".join(spec.key)
             with _Fetcher(client, spec.entity_set, Path(tmp), "page", select=plan.select,
