@@ -528,8 +528,19 @@ def land_table(
     ensure_meta(con)
     plan = plan_for(spec)
     wm_before = get_watermark(con, spec.table)
+    limit = future_limit(settings, now)
+    if wm_before is not None and wm_before.update_date is not None and datetime.combine(
+            wm_before.update_date, _parse_time(wm_before.update_time)) > limit:
+        # A watermark in the future (set by a future-dated record before this guard existed)
+        # would filter out every later change: read everything once to catch up.
+        log.warning("%s: the stored watermark %s is in the future (now %s in %s); reading the "
+                    "whole table once", spec.table, wm_before, limit, settings.sap_ometria_timezone)
+        full_refresh_wm = True
+    else:
+        full_refresh_wm = False
     # A watermark without its table (dropped by hand) must not turn into a partial reload.
-    incremental = (spec.read_mode == "incremental" and not full_refresh and wm_before is not None
+    incremental = (spec.read_mode == "incremental" and not full_refresh and not full_refresh_wm
+                   and wm_before is not None
                    and bool(table_columns(con, "sap_raw", spec.table)))
     filters = [spec.filter] if spec.filter else []
     if incremental and wm_before is not None:
@@ -559,7 +570,9 @@ def land_table(
             con.execute("BEGIN TRANSACTION")
             try:
                 _merge_all(con, plan, staged, result, now, scan_keys, full_refresh)
-                wm_after = _advance_watermark(con, plan, staged, wm_before, now, result, broken)
+                wm_after = _advance_watermark(con, plan, staged,
+                                              None if full_refresh_wm else wm_before, now,
+                                              result, broken, limit)
                 result.watermark_after = str(wm_after) if wm_after else None
                 con.execute("COMMIT")
             except BaseException:
@@ -1585,9 +1598,55 @@ def _broken_contract(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Stage
     return broken
 
 
+def future_limit(settings: Settings, now: datetime) -> datetime:
+    """The latest UpdateDate/UpdateTime a watermark may take: now in the company time zone (SAP
+    stamps local wall-clock time) plus `SAP_B1_FUTURE_SKEW_MINUTES`, as a naive local time."""
+    local = now.astimezone(settings.zone).replace(tzinfo=None, microsecond=0)
+    return local + timedelta(minutes=settings.sap_b1_future_skew_minutes)
+
+
+def _wm_key(wm: Watermark) -> tuple[date, time]:
+    return (wm.update_date or date.min, _parse_time(wm.update_time))
+
+
+def _latest_not_future(con: duckdb.DuckDBPyConnection, stage: str,
+                       limit: datetime | None) -> Watermark | None:
+    """The latest (UpdateDate, UpdateTime) of the stage not after `limit`: a record dated in the
+    future (a typo, a wrong server clock) lands but must not move the watermark, or every later
+    change would be filtered out of the next reads."""
+    day_cap = f" AND \"UpdateDate\" <= $day" if limit is not None else ""
+    params = {"day": limit.date()} if limit is not None else {}
+    rows = con.execute(
+        f"SELECT \"UpdateDate\", \"UpdateTime\" FROM {q(stage)} WHERE \"UpdateDate\" IS NOT NULL"
+        f"{day_cap} ORDER BY 1 DESC, 2 DESC NULLS LAST LIMIT 1", params).fetchone()
+    if rows is None or not isinstance(rows[0], date):
+        return None
+    if limit is None or rows[0] < limit.date():
+        return Watermark(rows[0], rows[1])
+    # The limit's own day: its times (one day's changes at most) decide, parsed like the filter.
+    times = con.execute(f"SELECT DISTINCT \"UpdateTime\" FROM {q(stage)} WHERE \"UpdateDate\" = $day",
+                        {"day": limit.date()}).fetchall()
+    ok = [t for (t,) in times if _parse_time(t) <= limit.time()]
+    if ok:
+        return Watermark(limit.date(), max(ok, key=_parse_time))
+    earlier = con.execute(
+        f"SELECT \"UpdateDate\", \"UpdateTime\" FROM {q(stage)} WHERE \"UpdateDate\" < $day "
+        "ORDER BY 1 DESC, 2 DESC NULLS LAST LIMIT 1", {"day": limit.date()}).fetchone()
+    return Watermark(earlier[0], earlier[1]) if earlier else None
+
+
+def future_count(con: duckdb.DuckDBPyConnection, stage: str, limit: datetime) -> int:
+    """How many staged records are dated after `limit`."""
+    return con.execute(
+        f"SELECT count(*) FROM {q(stage)} WHERE \"UpdateDate\" > $day OR (\"UpdateDate\" = $day "
+        f"AND coalesce(\"UpdateTime\", '') > $hms)",
+        {"day": limit.date(), "hms": limit.strftime("%H:%M:%S")}).fetchone()[0]
+
+
 def _advance_watermark(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged,
                        before: Watermark | None, now: datetime, result: LandResult,
-                       broken: list[str] | None = None) -> Watermark | None:
+                       broken: list[str] | None = None,
+                       limit: datetime | None = None) -> Watermark | None:
     stage = staged.tables[plan.main.table]
     names_ = {c.name for c in staged.cols[plan.main.table]}
     after = before
@@ -1599,15 +1658,13 @@ def _advance_watermark(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Sta
                      before or "none")
         names_ = set()
     if {"UpdateDate", "UpdateTime"} <= names_:
-        row = con.execute(
-            f"SELECT \"UpdateDate\", \"UpdateTime\" FROM {q(stage)} WHERE \"UpdateDate\" IS NOT "
-            f"NULL ORDER BY 1 DESC, 2 DESC NULLS LAST LIMIT 1"
-        ).fetchone()
-        if row is not None and isinstance(row[0], date):
-            seen = Watermark(row[0], row[1])
-            if before is None or (seen.update_date, _parse_time(seen.update_time)) > (
-                    before.update_date, _parse_time(before.update_time)):
-                after = seen
+        seen = _latest_not_future(con, stage, limit)
+        if limit is not None and (ahead := future_count(con, stage, limit)):
+            _log.warning("%s: %d record(s) carry an UpdateDate after %s (company time); landed, "
+                         "listed as future_update_date, and the watermark does not follow them",
+                         plan.spec.table, ahead, limit)
+        if seen is not None and (before is None or _wm_key(seen) > _wm_key(before)):
+            after = seen
     con.execute(
         "INSERT OR REPLACE INTO sap_meta.watermarks VALUES (?, ?, ?, ?, ?)",
         [plan.spec.table, after.update_date if after else None,
