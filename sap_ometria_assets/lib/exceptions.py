@@ -695,6 +695,16 @@ def _ometria_stale(ctx: RuleContext) -> str:
         FROM ({stale}) s"""
 
 
+def _deletion_scan_refused(ctx: RuleContext) -> str:
+    if not table_exists(ctx.con, "sap_meta", "deletion_scan_refusals"):
+        return "SELECT NULL AS record_key, NULL AS detail WHERE false"
+    return """
+        SELECT 'record' AS entity, table_name AS record_key,
+               'Deletion scan of ' || entity_set || ' (sap_raw.' || table_name || ') refused on ' ||
+               strftime(refused_at, '%Y-%m-%d %H:%M') || ': ' || reason AS detail
+        FROM sap_meta.deletion_scan_refusals"""
+
+
 def _future_update_date(ctx: RuleContext) -> str:
     from sap_ometria_assets.lib.landing import future_limit
     from sap_ometria_assets.lib.sap_tables import SAP_TABLES
@@ -918,6 +928,17 @@ RULES: tuple[Rule, ...] = (
         "authentication); re-run the push.",
         sql=_ometria_stale, requires=(ANY_OMETRIA, "recon.payload_versions"),
         population_sql=_POP_OMETRIA,
+    ),
+    Rule(
+        id="deletion_scan_refused", entity="record", severity="ERROR", owner="ops",
+        title="Deletion scan refused, waiting for a person",
+        description="The nightly key scan of a master-data table was incomplete (fewer keys than "
+        "the Service Layer counts) or would have marked more than SAP_B1_DELETION_MAX_SHARE of "
+        "the live records deleted at once. Nothing was marked deleted; no opt-outs follow.",
+        fix_hint="Check in SAP whether those records were really deleted. If they were, set "
+        "SAP_B1_ACCEPT_DELETION_SCAN=<table> (e.g. ocrd) for one run of the deletion scan job, "
+        "then unset it. An incomplete scan is retried by the next scan on its own.",
+        sql=_deletion_scan_refused,
     ),
     Rule(
         id="future_update_date", entity="record", severity="WARN", owner="ops",

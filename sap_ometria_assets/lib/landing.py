@@ -81,6 +81,7 @@ from typing import Any
 
 import duckdb
 
+from sap_ometria_assets.lib.deletion_guard import judge_scan, record_verdict
 from sap_ometria_assets.lib.sap_tables import (
     DELETED_AT,
     IS_CANCELLATION,
@@ -164,6 +165,7 @@ class LandResult:
     watermark_before: str | None = None
     watermark_after: str | None = None
     duration_s: float = 0.0
+    deletion_refused: str | None = None    # why a key scan was not allowed to mark deletions
     tables: dict[str, TableCounts] = field(default_factory=dict)
 
     @property
@@ -562,14 +564,33 @@ def land_table(
             log.info("%s: read %d page(s) of %s (%s read%s)", spec.table, result.pages,
                      spec.entity_set, result.read, f", filter {odata_filter}" if odata_filter else "")
             scan_keys = None
+            verdict = None
             if spec.is_master_data and (deletion_scan or not incremental):
+                stored_live = _live_count(con, spec.table)
+                sap_count = client.count(spec.entity_set, filter=spec.filter) if (
+                    stored_live and incremental) else None
                 scan_keys = staged.tables[plan.main.table] if not incremental else _key_scan(
-                    con, client, spec, Path(tmp), names, result)
+                    con, client, spec, Path(tmp), names, result, expected=sap_count)
+                if stored_live:
+                    if sap_count is None:   # a full read: its keys are the scan
+                        sap_count = client.count(spec.entity_set, filter=spec.filter)
+                    verdict = judge_scan(
+                        con, table=spec.table, entity_set=spec.entity_set,
+                        stored=_fqn("sap_raw", spec.table), scan=q(scan_keys),
+                        key_join=_key_join("k", "t", spec.key), sap_count=sap_count,
+                        settings=settings)
+                    if verdict.refused:
+                        log.error("%s: %s", spec.table, verdict.reason)
+                        result.deletion_refused = verdict.reason
             result.requests = client.requests - requests_before
             broken = _broken_contract(con, plan, staged)
             con.execute("BEGIN TRANSACTION")
             try:
-                _merge_all(con, plan, staged, result, now, scan_keys, full_refresh)
+                _merge_all(con, plan, staged, result, now,
+                           None if verdict is not None and verdict.refused else scan_keys,
+                           full_refresh)
+                if verdict is not None:
+                    record_verdict(con, verdict, now)
                 wm_after = _advance_watermark(con, plan, staged,
                                               None if full_refresh_wm else wm_before, now,
                                               result, broken, limit)
@@ -603,13 +624,16 @@ class _Fetcher:
 
     def __init__(self, client: Any, entity_set: str, folder: Path, stem: str, *,
                  select: str | None, filter: str | None, orderby: str,  # noqa: A002
-                 result: LandResult | None, page_size: int | None = None) -> None:
+                 result: LandResult | None, page_size: int | None = None,
+                 max_pages: int | None = None) -> None:
         self.client = client
         self.files: list[str] = []
         self.pages: list[Any] = []   # sap_client.Page without its body, per file
         self._folder, self._stem, self._result = folder, stem, result
         self._args = {"select": select, "filter": filter, "orderby": orderby,
                       "page_size": page_size}
+        if max_pages is not None:
+            self._args["max_pages"] = max_pages
         self._entity_set = entity_set
         self._cond = threading.Condition()
         self._taken = 0
@@ -1676,13 +1700,26 @@ def _advance_watermark(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Sta
 # ---------------------------------------------------------------------------------------------
 # key scan
 # ---------------------------------------------------------------------------------------------
+def _live_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """Stored records not marked deleted (0 when the table does not exist yet)."""
+    if DELETED_AT not in {c.lower() for c in table_columns(con, "sap_raw", table)}:
+        return 0
+    return con.execute(f"SELECT count(*) FROM {_fqn('sap_raw', table)} WHERE {DELETED_AT} IS NULL"
+                       ).fetchone()[0]
+
+
 def _key_scan(con: duckdb.DuckDBPyConnection, client: Any, spec: SapTable, folder: Path,
-              names: _Names, result: LandResult) -> str:
-    """Every key SAP holds now (`$select=<key>`, paged), as a temp table typed like sap_raw."""
+              names: _Names, result: LandResult, expected: int | None = None) -> str:
+    """Every key SAP holds now (`$select=<key>`, paged), as a temp table typed like sap_raw.
+    `expected` (the collection's `$count`) bounds the pages the scan may take."""
     keys = spec.key
+    size = max(_KEY_SCAN_PAGE_SIZE, client.page_size)
     with _Fetcher(client, spec.entity_set, folder, "keys", select=",".join(keys),
                   filter=spec.filter, orderby=",".join(keys), result=None,
-                  page_size=max(_KEY_SCAN_PAGE_SIZE, client.page_size)) as fetcher:
+                  page_size=size,
+                  # every page but the last brings at least one key: never more pages than
+                  # keys (SL may serve smaller pages than asked)
+                  max_pages=None if expected is None else expected + 3) as fetcher:
         files = fetcher.wait_all()
         name = names("keys")
         types = [(k, _contract_read_type(spec.columns.get(k, "VARCHAR"))) for k in keys]
