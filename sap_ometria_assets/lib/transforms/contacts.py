@@ -138,8 +138,9 @@ def build_contacts(
     # A deleted BP in opt_out mode sends only its identity and the opt-out.
     minimal = deleted & pl.lit(cfg.on_deleted == "opt_out")
     if run_started_at is not None:
-        minimal = minimal & (pl.col("_deleted_at") < pl.lit(run_started_at).cast(
-            pl.Datetime("us", "UTC")))
+        # compared as instants (the stored zone may be spelt UTC or Etc/UTC)
+        minimal = minimal & (pl.col("_deleted_at").dt.epoch("us")
+                             < int(run_started_at.timestamp() * 1_000_000))
 
     def full(expr: pl.Expr) -> pl.Expr:
         return pl.when(~minimal).then(expr)
