@@ -54,7 +54,10 @@ One call of `land_table` lands one registry entry (a parent table and its child 
    it would re-land the rows read again, once.
 5. **Deletions** (master data): SAP leaves no tombstone, so a key scan (`$select=<key>`, paged),
    run when asked or implied by a full read, sets `_deleted_at` on keys it no longer finds (and
-   clears it when a key comes back). Nothing is deleted from `sap_raw`.
+   clears it when a key comes back). Nothing is deleted from `sap_raw`. Only a scan whose key
+   count equals the collection's `$count` and that deletes at most SAP_B1_DELETION_MAX_SHARE of
+   the live records may mark anything (lib/deletion_guard.py; `deletion_scan_refused`).
+   Watermarks never pass now + SAP_B1_FUTURE_SKEW_MINUTES (company time; `future_update_date`).
 6. **History** (`sap_history.ocrd`, `.ordr`, `.rdr1`): SCD type 2 with `_row_hash`,
    `_valid_from`, `_valid_to` (NULL = current) and `_is_current`; only changed rows make a new
    version. Validity is landing time (when this product learnt the version); SAP's own

@@ -14,9 +14,14 @@ Protocol facts follow `shared/reference/sap_b1_service_layer.md`:
   (v1 `{"error":{"code":301,"message":{"value":...}}}`, v2 `{"error":{"code":"-1000","message":...}}`).
 - Paging: `Prefer: odata.maxpagesize=N` and the next link (`@odata.nextLink` in v2,
   `odata.nextLink` in v1) until there is none. Relative (`Orders?$skip=20`), absolute-path
-  (`/b1s/v2/Orders?$skip=20`) and absolute-URL links resolve against our service root (the host
-  a Service Layer names in its links is often an internal name we cannot reach). SL can drop the
-  query options from its next links, so our `$filter/$select/$orderby` are always re-applied.
+  (`/b1s/v2/Orders?$skip=20`) and absolute-URL links resolve against our service root, keeping
+  a reverse proxy's path prefix (`https://host/ServiceLayer/b1s/v1`); an absolute link naming
+  another host is refused (`SapB1Error` naming it). SL can drop the query options from its next
+  links, so our `$filter/$select/$orderby` are always re-applied.
+- Bounds: a read takes at most `max_pages` pages (SAP_B1_MAX_PAGES, or what a `$count` implies),
+  stops after SAP_B1_MAX_EMPTY_PAGES empty pages in a row that still link on, and each request's
+  whole body must arrive within SAP_B1_REQUEST_DEADLINE_S (wall clock over the streamed body:
+  httpx's timeout bounds each socket read only).
 - Pages come back as raw bytes: parsing JSON into columns is DuckDB's job (lib/landing.py), so
   the client never parses a page whole on the common path. A truncated page would otherwise look
   like a last page and silently end the read, so each page is checked where truncation shows:
