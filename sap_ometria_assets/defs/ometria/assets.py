@@ -304,7 +304,7 @@ def _sql_literal(text: str) -> str:
 
 def _run_started_at(context: dg.AssetExecutionContext) -> datetime:
     """When the current run started (opt-outs for deletions wait until they are a run old)."""
-    record = context.instance.get_run_record_by_id(context.run_id)
+    record = context.instance.get_run_record_by_id(context.run.run_id)
     start = getattr(record, "start_time", None) if record is not None else None
     if start:
         return datetime.fromtimestamp(float(start), UTC)

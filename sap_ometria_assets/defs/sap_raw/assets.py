@@ -136,7 +136,7 @@ def _alert_refused_scan(context: dg.AssetExecutionContext, table: str, reason: s
     (deletion_scan_refused); the warehouse connection is closed by then."""
     from sap_ometria_assets.lib.alerts import make_alert, raise_alerts
 
-    alert = make_alert("check_failure", severity="ERROR", run_id=context.run_id,
+    alert = make_alert("check_failure", severity="ERROR", run_id=context.run.run_id,
                        job_name=context.job_name, asset_key=f"{GROUP}/{table}",
                        check_name="deletion_scan_refused",
                        message=f"{table}: {reason}")
