@@ -28,6 +28,16 @@ SCALE, SEED = 0.02, 42
 
 # Rules a fresh `make demo` cannot show, and why. Everything else must fire.
 NOT_ON_A_FRESH_DEMO = {
+    "future_update_date": (
+        "a record whose UpdateDate is later than now: the generated company dates every change "
+        "in the past (it cannot know the wall clock of the run). "
+        "tests/faults/test_sap_future_dates.py plants one and checks it is listed."
+    ),
+    "deletion_scan_refused": (
+        "a deletion scan that would mark more than SAP_B1_DELETION_MAX_SHARE of live master data "
+        "deleted: a fresh demo has nothing stored to compare a scan with. "
+        "tests/faults/test_sap_deletion_scan.py cuts a scan short and checks it is refused."
+    ),
     "ometria_stale": (
         "a change Ometria has not acknowledged for recon.stale_after_hours (24 h) of wall-clock "
         "time; a demo run lasts seconds and the exception engine reads the real clock, so nothing "

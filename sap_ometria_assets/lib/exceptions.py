@@ -695,6 +695,41 @@ def _ometria_stale(ctx: RuleContext) -> str:
         FROM ({stale}) s"""
 
 
+def _deletion_scan_refused(ctx: RuleContext) -> str:
+    if not table_exists(ctx.con, "sap_meta", "deletion_scan_refusals"):
+        return "SELECT NULL AS record_key, NULL AS detail WHERE false"
+    return """
+        SELECT 'record' AS entity, table_name AS record_key,
+               'Deletion scan of ' || entity_set || ' (sap_raw.' || table_name || ') refused on ' ||
+               strftime(refused_at, '%Y-%m-%d %H:%M') || ': ' || reason AS detail
+        FROM sap_meta.deletion_scan_refusals"""
+
+
+def _future_update_date(ctx: RuleContext) -> str:
+    from sap_ometria_assets.lib.landing import future_limit
+    from sap_ometria_assets.lib.sap_tables import SAP_TABLES
+    from sap_ometria_assets.lib.settings import get_settings
+
+    limit = future_limit(get_settings(), ctx.now)
+    day, hms = lit(limit.date().isoformat()), lit(limit.strftime("%H:%M:%S"))
+    parts = []
+    for spec in SAP_TABLES:
+        if spec.read_mode != "incremental" or f"sap_raw.{spec.table}" not in ctx.present:
+            continue
+        key = " || '|' || ".join(f"CAST({q(k)} AS VARCHAR)" for k in spec.key)
+        parts.append(f"""
+        SELECT {lit(_UDF_ENTITY.get(spec.table, 'record'))} AS entity, {key} AS record_key,
+               {lit(spec.sap_object + ' ')} || {key} || ' has UpdateDate ' ||
+               CAST("UpdateDate" AS VARCHAR) || coalesce(' ' || "UpdateTime", '') ||
+               ', later than now (' || {lit(limit.strftime('%Y-%m-%d %H:%M'))} ||
+               ' company time, with the allowed skew): landed, but the watermark does not follow '
+               || 'it' AS detail
+        FROM raw_{spec.table}
+        WHERE "UpdateDate" > CAST({day} AS DATE)
+           OR ("UpdateDate" = CAST({day} AS DATE) AND coalesce("UpdateTime", '') > {hms})""")
+    return " UNION ALL ".join(parts) or "SELECT NULL AS record_key, NULL AS detail WHERE false"
+
+
 # Plain-language notes on the transform layer's hold-back reason codes (lib/transforms).
 HELD_BACK_NOTES: dict[str, str] = {
     "deleted_in_sap": "deleted in SAP; if Ometria received it before, it still holds it: decide "
@@ -893,6 +928,27 @@ RULES: tuple[Rule, ...] = (
         "authentication); re-run the push.",
         sql=_ometria_stale, requires=(ANY_OMETRIA, "recon.payload_versions"),
         population_sql=_POP_OMETRIA,
+    ),
+    Rule(
+        id="deletion_scan_refused", entity="record", severity="ERROR", owner="ops",
+        title="Deletion scan refused, waiting for a person",
+        description="The nightly key scan of a master-data table was incomplete (fewer keys than "
+        "the Service Layer counts) or would have marked more than SAP_B1_DELETION_MAX_SHARE of "
+        "the live records deleted at once. Nothing was marked deleted; no opt-outs follow.",
+        fix_hint="Check in SAP whether those records were really deleted. If they were, set "
+        "SAP_B1_ACCEPT_DELETION_SCAN=<table> (e.g. ocrd) for one run of the deletion scan job, "
+        "then unset it. An incomplete scan is retried by the next scan on its own.",
+        sql=_deletion_scan_refused,
+    ),
+    Rule(
+        id="future_update_date", entity="record", severity="WARN", owner="ops",
+        title="SAP record dated in the future",
+        description="The record's UpdateDate/UpdateTime is later than now (company time zone, "
+        "plus SAP_B1_FUTURE_SKEW_MINUTES). It was landed and synced, but the incremental "
+        "watermark does not follow it, so later changes keep being read.",
+        fix_hint="Correct the date in SAP (or the SAP server's clock). The exception clears once "
+        "the record's date is no longer in the future.",
+        sql=_future_update_date, requires=("sap_raw.ocrd|sap_raw.ordr|sap_raw.oitm",),
     ),
     Rule(
         id="held_back_other", entity="record", severity="ERROR", owner="ops",

@@ -12,7 +12,9 @@ One call of `land_table` lands one registry entry (a parent table and its child 
    `ItemCode,ItemWarehouseInfoCollection`): every property the Service Layer returns lands, so
    each company's own `U_*` fields arrive without configuration. The price is page weight; a
    `$select` list would have to be maintained per company and would silently drop new UDFs.
-2. **Parse.** A background thread fetches the pages into temporary files (under TMPDIR) while
+2. **Parse.** A background thread fetches the pages into temporary files (in a private 0700
+   folder `.sap_pages/<table>` beside the warehouse, never the shared TMPDIR: pages hold names
+   and addresses; removed at the end and, after a killed run, at the next start) while
    DuckDB's `read_json` parses the pages already there, a batch at a time (unnesting the `value`
    array), with an explicit column type built from the first page and the stored table: no
    Python object is built per record, and the Service Layer's latency hides behind the parsing.
@@ -52,7 +54,10 @@ One call of `land_table` lands one registry entry (a parent table and its child 
    it would re-land the rows read again, once.
 5. **Deletions** (master data): SAP leaves no tombstone, so a key scan (`$select=<key>`, paged),
    run when asked or implied by a full read, sets `_deleted_at` on keys it no longer finds (and
-   clears it when a key comes back). Nothing is deleted from `sap_raw`.
+   clears it when a key comes back). Nothing is deleted from `sap_raw`. Only a scan whose key
+   count equals the collection's `$count` and that deletes at most SAP_B1_DELETION_MAX_SHARE of
+   the live records may mark anything (lib/deletion_guard.py; `deletion_scan_refused`).
+   Watermarks never pass now + SAP_B1_FUTURE_SKEW_MINUTES (company time; `future_update_date`).
 6. **History** (`sap_history.ocrd`, `.ordr`, `.rdr1`): SCD type 2 with `_row_hash`,
    `_valid_from`, `_valid_to` (NULL = current) and `_is_current`; only changed rows make a new
    version. Validity is landing time (when this product learnt the version); SAP's own
@@ -66,10 +71,12 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-import tempfile
+import os
+import shutil
 import threading
 import time as _time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -77,6 +84,7 @@ from typing import Any
 
 import duckdb
 
+from sap_ometria_assets.lib.deletion_guard import judge_scan, record_verdict
 from sap_ometria_assets.lib.sap_tables import (
     DELETED_AT,
     IS_CANCELLATION,
@@ -160,6 +168,7 @@ class LandResult:
     watermark_before: str | None = None
     watermark_after: str | None = None
     duration_s: float = 0.0
+    deletion_refused: str | None = None    # why a key scan was not allowed to mark deletions
     tables: dict[str, TableCounts] = field(default_factory=dict)
 
     @property
@@ -481,6 +490,29 @@ class _Names:
                 pass
 
 
+PAGES_DIR = ".sap_pages"
+
+
+@contextmanager
+def pages_dir(settings: Settings, table: str) -> Iterator[Path]:
+    """A private folder (0700) for one table's raw pages (customer names, addresses) beside the
+    warehouse, never the shared system temp dir. A folder a killed run left behind is removed
+    first; the folder goes at the end of the landing, whatever happened."""
+    root = settings.duckdb_path.parent / PAGES_DIR
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    folder = root / table
+    if folder.exists():
+        _log.warning("%s: removing raw pages a killed run left in %s", table, folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700)
+    os.chmod(folder, 0o700)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def land_table(
     con: duckdb.DuckDBPyConnection,
     client: Any,
@@ -501,8 +533,19 @@ def land_table(
     ensure_meta(con)
     plan = plan_for(spec)
     wm_before = get_watermark(con, spec.table)
+    limit = future_limit(settings, now)
+    if wm_before is not None and wm_before.update_date is not None and datetime.combine(
+            wm_before.update_date, _parse_time(wm_before.update_time)) > limit:
+        # A watermark in the future (set by a future-dated record before this guard existed)
+        # would filter out every later change: read everything once to catch up.
+        log.warning("%s: the stored watermark %s is in the future (now %s in %s); reading the "
+                    "whole table once", spec.table, wm_before, limit, settings.sap_ometria_timezone)
+        full_refresh_wm = True
+    else:
+        full_refresh_wm = False
     # A watermark without its table (dropped by hand) must not turn into a partial reload.
-    incremental = (spec.read_mode == "incremental" and not full_refresh and wm_before is not None
+    incremental = (spec.read_mode == "incremental" and not full_refresh and not full_refresh_wm
+                   and wm_before is not None
                    and bool(table_columns(con, "sap_raw", spec.table)))
     filters = [spec.filter] if spec.filter else []
     if incremental and wm_before is not None:
@@ -515,7 +558,7 @@ def land_table(
     )
     requests_before = client.requests
     names = _Names(spec.table)
-    with tempfile.TemporaryDirectory(prefix=f"sap_{spec.table}_") as tmp:
+    with pages_dir(settings, spec.table) as tmp:
         try:
             orderby = plan.entity_key if plan.select else ",".join(spec.key)
             with _Fetcher(client, spec.entity_set, Path(tmp), "page", select=plan.select,
@@ -524,15 +567,36 @@ def land_table(
             log.info("%s: read %d page(s) of %s (%s read%s)", spec.table, result.pages,
                      spec.entity_set, result.read, f", filter {odata_filter}" if odata_filter else "")
             scan_keys = None
+            verdict = None
             if spec.is_master_data and (deletion_scan or not incremental):
+                stored_live = _live_count(con, spec.table)
+                sap_count = client.count(spec.entity_set, filter=spec.filter) if (
+                    stored_live and incremental) else None
                 scan_keys = staged.tables[plan.main.table] if not incremental else _key_scan(
-                    con, client, spec, Path(tmp), names, result)
+                    con, client, spec, Path(tmp), names, result, expected=sap_count)
+                if stored_live:
+                    if sap_count is None:   # a full read: its keys are the scan
+                        sap_count = client.count(spec.entity_set, filter=spec.filter)
+                    verdict = judge_scan(
+                        con, table=spec.table, entity_set=spec.entity_set,
+                        stored=_fqn("sap_raw", spec.table), scan=q(scan_keys),
+                        key_join=_key_join("k", "t", spec.key), sap_count=sap_count,
+                        settings=settings)
+                    if verdict.refused:
+                        log.error("%s: %s", spec.table, verdict.reason)
+                        result.deletion_refused = verdict.reason
             result.requests = client.requests - requests_before
             broken = _broken_contract(con, plan, staged)
             con.execute("BEGIN TRANSACTION")
             try:
-                _merge_all(con, plan, staged, result, now, scan_keys, full_refresh)
-                wm_after = _advance_watermark(con, plan, staged, wm_before, now, result, broken)
+                _merge_all(con, plan, staged, result, now,
+                           None if verdict is not None and verdict.refused else scan_keys,
+                           full_refresh)
+                if verdict is not None:
+                    record_verdict(con, verdict, now)
+                wm_after = _advance_watermark(con, plan, staged,
+                                              None if full_refresh_wm else wm_before, now,
+                                              result, broken, limit)
                 result.watermark_after = str(wm_after) if wm_after else None
                 con.execute("COMMIT")
             except BaseException:
@@ -563,13 +627,16 @@ class _Fetcher:
 
     def __init__(self, client: Any, entity_set: str, folder: Path, stem: str, *,
                  select: str | None, filter: str | None, orderby: str,  # noqa: A002
-                 result: LandResult | None, page_size: int | None = None) -> None:
+                 result: LandResult | None, page_size: int | None = None,
+                 max_pages: int | None = None) -> None:
         self.client = client
         self.files: list[str] = []
         self.pages: list[Any] = []   # sap_client.Page without its body, per file
         self._folder, self._stem, self._result = folder, stem, result
         self._args = {"select": select, "filter": filter, "orderby": orderby,
                       "page_size": page_size}
+        if max_pages is not None:
+            self._args["max_pages"] = max_pages
         self._entity_set = entity_set
         self._cond = threading.Condition()
         self._taken = 0
@@ -1558,9 +1625,55 @@ def _broken_contract(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Stage
     return broken
 
 
+def future_limit(settings: Settings, now: datetime) -> datetime:
+    """The latest UpdateDate/UpdateTime a watermark may take: now in the company time zone (SAP
+    stamps local wall-clock time) plus `SAP_B1_FUTURE_SKEW_MINUTES`, as a naive local time."""
+    local = now.astimezone(settings.zone).replace(tzinfo=None, microsecond=0)
+    return local + timedelta(minutes=settings.sap_b1_future_skew_minutes)
+
+
+def _wm_key(wm: Watermark) -> tuple[date, time]:
+    return (wm.update_date or date.min, _parse_time(wm.update_time))
+
+
+def _latest_not_future(con: duckdb.DuckDBPyConnection, stage: str,
+                       limit: datetime | None) -> Watermark | None:
+    """The latest (UpdateDate, UpdateTime) of the stage not after `limit`: a record dated in the
+    future (a typo, a wrong server clock) lands but must not move the watermark, or every later
+    change would be filtered out of the next reads."""
+    day_cap = f" AND \"UpdateDate\" <= $day" if limit is not None else ""
+    params = {"day": limit.date()} if limit is not None else {}
+    rows = con.execute(
+        f"SELECT \"UpdateDate\", \"UpdateTime\" FROM {q(stage)} WHERE \"UpdateDate\" IS NOT NULL"
+        f"{day_cap} ORDER BY 1 DESC, 2 DESC NULLS LAST LIMIT 1", params).fetchone()
+    if rows is None or not isinstance(rows[0], date):
+        return None
+    if limit is None or rows[0] < limit.date():
+        return Watermark(rows[0], rows[1])
+    # The limit's own day: its times (one day's changes at most) decide, parsed like the filter.
+    times = con.execute(f"SELECT DISTINCT \"UpdateTime\" FROM {q(stage)} WHERE \"UpdateDate\" = $day",
+                        {"day": limit.date()}).fetchall()
+    ok = [t for (t,) in times if _parse_time(t) <= limit.time()]
+    if ok:
+        return Watermark(limit.date(), max(ok, key=_parse_time))
+    earlier = con.execute(
+        f"SELECT \"UpdateDate\", \"UpdateTime\" FROM {q(stage)} WHERE \"UpdateDate\" < $day "
+        "ORDER BY 1 DESC, 2 DESC NULLS LAST LIMIT 1", {"day": limit.date()}).fetchone()
+    return Watermark(earlier[0], earlier[1]) if earlier else None
+
+
+def future_count(con: duckdb.DuckDBPyConnection, stage: str, limit: datetime) -> int:
+    """How many staged records are dated after `limit`."""
+    return con.execute(
+        f"SELECT count(*) FROM {q(stage)} WHERE \"UpdateDate\" > $day OR (\"UpdateDate\" = $day "
+        f"AND coalesce(\"UpdateTime\", '') > $hms)",
+        {"day": limit.date(), "hms": limit.strftime("%H:%M:%S")}).fetchone()[0]
+
+
 def _advance_watermark(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged,
                        before: Watermark | None, now: datetime, result: LandResult,
-                       broken: list[str] | None = None) -> Watermark | None:
+                       broken: list[str] | None = None,
+                       limit: datetime | None = None) -> Watermark | None:
     stage = staged.tables[plan.main.table]
     names_ = {c.name for c in staged.cols[plan.main.table]}
     after = before
@@ -1572,15 +1685,13 @@ def _advance_watermark(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Sta
                      before or "none")
         names_ = set()
     if {"UpdateDate", "UpdateTime"} <= names_:
-        row = con.execute(
-            f"SELECT \"UpdateDate\", \"UpdateTime\" FROM {q(stage)} WHERE \"UpdateDate\" IS NOT "
-            f"NULL ORDER BY 1 DESC, 2 DESC NULLS LAST LIMIT 1"
-        ).fetchone()
-        if row is not None and isinstance(row[0], date):
-            seen = Watermark(row[0], row[1])
-            if before is None or (seen.update_date, _parse_time(seen.update_time)) > (
-                    before.update_date, _parse_time(before.update_time)):
-                after = seen
+        seen = _latest_not_future(con, stage, limit)
+        if limit is not None and (ahead := future_count(con, stage, limit)):
+            _log.warning("%s: %d record(s) carry an UpdateDate after %s (company time); landed, "
+                         "listed as future_update_date, and the watermark does not follow them",
+                         plan.spec.table, ahead, limit)
+        if seen is not None and (before is None or _wm_key(seen) > _wm_key(before)):
+            after = seen
     con.execute(
         "INSERT OR REPLACE INTO sap_meta.watermarks VALUES (?, ?, ?, ?, ?)",
         [plan.spec.table, after.update_date if after else None,
@@ -1592,13 +1703,26 @@ def _advance_watermark(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Sta
 # ---------------------------------------------------------------------------------------------
 # key scan
 # ---------------------------------------------------------------------------------------------
+def _live_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """Stored records not marked deleted (0 when the table does not exist yet)."""
+    if DELETED_AT not in {c.lower() for c in table_columns(con, "sap_raw", table)}:
+        return 0
+    return con.execute(f"SELECT count(*) FROM {_fqn('sap_raw', table)} WHERE {DELETED_AT} IS NULL"
+                       ).fetchone()[0]
+
+
 def _key_scan(con: duckdb.DuckDBPyConnection, client: Any, spec: SapTable, folder: Path,
-              names: _Names, result: LandResult) -> str:
-    """Every key SAP holds now (`$select=<key>`, paged), as a temp table typed like sap_raw."""
+              names: _Names, result: LandResult, expected: int | None = None) -> str:
+    """Every key SAP holds now (`$select=<key>`, paged), as a temp table typed like sap_raw.
+    `expected` (the collection's `$count`) bounds the pages the scan may take."""
     keys = spec.key
+    size = max(_KEY_SCAN_PAGE_SIZE, client.page_size)
     with _Fetcher(client, spec.entity_set, folder, "keys", select=",".join(keys),
                   filter=spec.filter, orderby=",".join(keys), result=None,
-                  page_size=max(_KEY_SCAN_PAGE_SIZE, client.page_size)) as fetcher:
+                  page_size=size,
+                  # every page but the last brings at least one key: never more pages than
+                  # keys (SL may serve smaller pages than asked)
+                  max_pages=None if expected is None else expected + 3) as fetcher:
         files = fetcher.wait_all()
         name = names("keys")
         types = [(k, _contract_read_type(spec.columns.get(k, "VARCHAR"))) for k in keys]

@@ -14,9 +14,14 @@ Protocol facts follow `shared/reference/sap_b1_service_layer.md`:
   (v1 `{"error":{"code":301,"message":{"value":...}}}`, v2 `{"error":{"code":"-1000","message":...}}`).
 - Paging: `Prefer: odata.maxpagesize=N` and the next link (`@odata.nextLink` in v2,
   `odata.nextLink` in v1) until there is none. Relative (`Orders?$skip=20`), absolute-path
-  (`/b1s/v2/Orders?$skip=20`) and absolute-URL links resolve against our service root (the host
-  a Service Layer names in its links is often an internal name we cannot reach). SL can drop the
-  query options from its next links, so our `$filter/$select/$orderby` are always re-applied.
+  (`/b1s/v2/Orders?$skip=20`) and absolute-URL links resolve against our service root, keeping
+  a reverse proxy's path prefix (`https://host/ServiceLayer/b1s/v1`); an absolute link naming
+  another host is refused (`SapB1Error` naming it). SL can drop the query options from its next
+  links, so our `$filter/$select/$orderby` are always re-applied.
+- Bounds: a read takes at most `max_pages` pages (SAP_B1_MAX_PAGES, or what a `$count` implies),
+  stops after SAP_B1_MAX_EMPTY_PAGES empty pages in a row that still link on, and each request's
+  whole body must arrive within SAP_B1_REQUEST_DEADLINE_S (wall clock over the streamed body:
+  httpx's timeout bounds each socket read only).
 - Pages come back as raw bytes: parsing JSON into columns is DuckDB's job (lib/landing.py), so
   the client never parses a page whole on the common path. A truncated page would otherwise look
   like a last page and silently end the read, so each page is checked where truncation shows:
@@ -87,6 +92,8 @@ _PAGE_END = re.compile(
     rb'"(?:@odata\.nextLink|odata\.nextLink)"\s*:\s*"((?:[^"\\]|\\.)*)"\s*\}\s*\Z'
 )
 _TAIL_BYTES = 8192
+# A page whose `value` array is empty.
+_EMPTY_PAGE = re.compile(_PAGE_START.pattern + rb"\s*\]")
 
 
 class SapB1Error(RuntimeError):
@@ -298,6 +305,9 @@ class SapB1Client:
         backoff_s: float = 0.5,
         backoff_max_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
+        deadline_s: float = 600.0,
+        max_pages: int = 100_000,
+        max_empty_pages: int = 3,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"Service Layer URL must start with http:// or https://, got {base_url!r}")
@@ -311,6 +321,9 @@ class SapB1Client:
         self.page_size = int(page_size)
         self.max_retries = int(max_retries)
         self.max_page_retries = int(max_page_retries)
+        self.deadline_s = float(deadline_s)
+        self.max_pages = int(max_pages)
+        self.max_empty_pages = int(max_empty_pages)
         self._backoff_s = backoff_s
         self._backoff_max_s = backoff_max_s
         self._sleep = sleep
@@ -496,7 +509,7 @@ class SapB1Client:
         def attempt() -> httpx.Response:
             self.requests += 1
             try:
-                resp = self._http.request(method, url, headers=headers, content=content)
+                resp = self._request_within_deadline(method, url, headers, content)
             except httpx.TimeoutException as exc:
                 raise _Transient(f"timeout ({type(exc).__name__})") from None
             except httpx.TransportError as exc:
@@ -535,6 +548,30 @@ class SapB1Client:
                 f"SAP B1 Service Layer {what} failed after {self.max_retries + 1} attempts: {exc.reason}",
                 http_status=status, sap_code=code, sap_message=self._scrub(message),
             ) from None
+
+    def _request_within_deadline(self, method: str, url: str, headers: dict[str, str] | None,
+                                 content: bytes | None) -> httpx.Response:
+        """The request with its whole body read within `deadline_s` of wall-clock time (httpx's
+        timeout bounds each socket read only: a server trickling a byte a second never trips
+        it). Past the deadline: `_Transient` (retried, bounded like any timeout)."""
+        deadline = time.monotonic() + self.deadline_s
+        request = self._http.build_request(method, url, headers=headers, content=content)
+        resp = self._http.send(request, stream=True)
+        try:
+            chunks: list[bytes] = []
+            for chunk in resp.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise _Transient(
+                        f"no complete answer within the {self.deadline_s:g}s request deadline "
+                        f"(SAP_B1_REQUEST_DEADLINE_S; {sum(map(len, chunks))} bytes received)")
+        finally:
+            resp.close()
+        # the body as read (already decoded: the encoding headers no longer apply)
+        headers = [(k, v) for k, v in resp.headers.multi_items()
+                   if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+        return httpx.Response(resp.status_code, headers=headers, content=b"".join(chunks),
+                              request=request)
 
     @staticmethod
     def _session_expired(resp: httpx.Response) -> bool:
@@ -584,14 +621,24 @@ class SapB1Client:
         return self._url(entity_set) + (f"?{query}" if query else "")
 
     def resolve_next_link(self, link: str, ours: dict[str, str | None]) -> str:
-        """Absolute URL of the next page: our host and root, SL's paging, our query options."""
+        """Absolute URL of the next page: our root (with any reverse-proxy path prefix), SL's
+        paging, our query options. Absolute URLs must name our host (else `SapB1Error` naming
+        it); an absolute path (`/b1s/v1/Orders?$skip=20`) is SL's own root, so the part of our
+        root before it (`/ServiceLayer` behind a proxy) is kept; relative links join our root."""
         parts = urlsplit(link)
-        if parts.scheme:
-            path = parts.path  # SL may name an internal host: keep ours
+        root = urlsplit(self.base_url).path.rstrip("/")
+        if parts.scheme or parts.netloc:
+            ours_netloc = urlsplit(self.base_url).netloc.lower()
+            if parts.netloc.lower() != ours_netloc:
+                raise SapB1Error(
+                    f"SAP B1: a next link names another host, {parts.netloc!r} (ours is "
+                    f"{ours_netloc!r}); not following it ({_short(link)})"
+                )
+            path = _with_prefix(root, parts.path)
         elif link.startswith("/"):
-            path = parts.path
+            path = _with_prefix(root, parts.path)
         else:
-            path = urlsplit(self.base_url).path.rstrip("/") + "/" + parts.path
+            path = root + "/" + parts.path
         pairs = parse_qsl(parts.query, keep_blank_values=True)
         kept = [(k, v) for k, v in pairs if not (k in ours and ours[k] not in (None, ""))]
         forced = [(k, v) for k, v in ours.items() if v not in (None, "")]
@@ -624,8 +671,15 @@ class SapB1Client:
         filter: str | None = None,  # noqa: A002 - the OData name
         orderby: str | Sequence[str] | None = None,
         page_size: int | None = None,
+        max_pages: int | None = None,
     ) -> Iterator[Page]:
-        """Like `iter_pages`, with each page's number and URL (so a page can be `refetch`ed)."""
+        """Like `iter_pages`, with each page's number and URL (so a page can be `refetch`ed).
+
+        Bounded: at most `max_pages` pages (default: the client's `max_pages` ceiling; callers
+        knowing the collection's `$count` pass what it implies), and a read stops with
+        `SapB1Error` after `max_empty_pages` pages in a row that bring no record yet link on
+        (a next link with an ever-growing `$skip` past the end never repeats exactly)."""
+        limit = min(int(max_pages), self.max_pages) if max_pages else self.max_pages
         size = int(page_size or self.page_size)
         ours: dict[str, str | None] = {
             "$filter": filter,
@@ -635,6 +689,7 @@ class SapB1Client:
         url: str | None = self.entity_url(entity_set, ours)
         seen: set[str] = set()
         number = 0
+        empty_run = 0
         while url is not None:
             number += 1
             seen.add(url)
@@ -642,6 +697,19 @@ class SapB1Client:
             yield Page(entity_set, number, url, size, body)
             if link is None:
                 return
+            empty_run = empty_run + 1 if _EMPTY_PAGE.match(body) else 0
+            if empty_run >= self.max_empty_pages:
+                raise SapB1Error(
+                    f"SAP B1 {entity_set}: {empty_run} pages in a row brought no records but "
+                    f"linked on (last {_short(url)}); stopping instead of paging past the end "
+                    "(SAP_B1_MAX_EMPTY_PAGES)", entity_set=entity_set,
+                )
+            if number >= limit:
+                raise SapB1Error(
+                    f"SAP B1 {entity_set}: still linking to a next page after {number} pages, the "
+                    f"most this read may take ({'from its $count' if max_pages and limit == int(max_pages) else 'SAP_B1_MAX_PAGES'}); "
+                    "stopping instead of paging without end", entity_set=entity_set,
+                )
             url = self.resolve_next_link(link, ours)
             if url in seen:
                 raise SapB1Error(
@@ -729,6 +797,20 @@ class SapB1Client:
             ) from None
 
 
+def _with_prefix(root: str, path: str) -> str:
+    """`path` (an absolute path SL wrote, knowing only its own root) under our `root`: when our
+    root ends with a part `path` starts with (`/ServiceLayer/b1s/v1` and `/b1s/v1/Orders`), the
+    prefix before that part (a reverse proxy's) is put in front."""
+    if path == root or path.startswith(root + "/"):
+        return path
+    segments = [s for s in root.split("/") if s]
+    for i in range(len(segments)):
+        tail = "/" + "/".join(segments[i:])
+        if path == tail or path.startswith(tail + "/"):
+            return "/" + "/".join(segments[:i]) + path if i else path
+    return root + "/" + path.lstrip("/")
+
+
 def _short(url: str) -> str:
     return url if len(url) <= 200 else url[:197] + "..."
 
@@ -765,6 +847,9 @@ def _settings_kwargs(settings: Settings) -> dict[str, Any]:
         "verify": verify,
         "timeout_s": settings.sap_b1_timeout_s,
         "max_retries": settings.sap_b1_max_retries,
+        "deadline_s": settings.sap_b1_request_deadline_s,
+        "max_pages": settings.sap_b1_max_pages,
+        "max_empty_pages": settings.sap_b1_max_empty_pages,
     }
 
 

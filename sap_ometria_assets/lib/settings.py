@@ -52,6 +52,35 @@ class Settings(BaseSettings):
         default=10, ge=0, le=24 * 60,
         description="Incremental reads re-read this many minutes before the watermark.",
     )
+    sap_b1_request_deadline_s: float = Field(
+        default=600.0, gt=0,
+        description="Wall-clock limit of one request including its whole body (the timeout "
+        "bounds each socket read only; a server trickling bytes would never trip it).",
+    )
+    sap_b1_max_pages: int = Field(
+        default=100_000, ge=1,
+        description="Hard ceiling of pages in one read (reads with a known $count stop sooner).",
+    )
+    sap_b1_max_empty_pages: int = Field(
+        default=3, ge=1, le=1000,
+        description="A read stops with an error after this many pages in a row bring no records "
+        "but still link to a next page.",
+    )
+    sap_b1_future_skew_minutes: int = Field(
+        default=10, ge=0, le=24 * 60,
+        description="Watermarks never move past now (company time zone) plus this allowance; "
+        "records dated later land, are listed (future_update_date) and move no watermark.",
+    )
+    sap_b1_deletion_max_share: float = Field(
+        default=0.05, ge=0, le=1,
+        description="A deletion scan that would mark more than this share of live master data "
+        "deleted marks nothing (deletion_scan_refused) until a person accepts it.",
+    )
+    sap_b1_accept_deletion_scan: str | None = Field(
+        default=None,
+        description="Comma-separated tables (e.g. ocrd) whose next deletion scan is accepted "
+        "even above SAP_B1_DELETION_MAX_SHARE; 'all' for every table. Unset after use.",
+    )
 
     # --- Warehouse and company ----------------------------------------------------------
     sap_ometria_duckdb_path: Path = Path("data/warehouse.duckdb")

@@ -108,7 +108,8 @@ def _metadata(result: dg.ExecuteInProcessResult, table: str) -> dict:
     return {k: v.value for k, v in events[0].metadata.items()}
 
 
-def test_landing_run_over_http_fills_every_table_then_a_rerun_changes_nothing(served_company):
+def test_landing_run_over_http_fills_every_table_then_a_rerun_changes_nothing(served_company,
+                                                                             monkeypatch):
     instance = dg.DagsterInstance.ephemeral()
     result = _run(instance=instance)
     assert result.success
@@ -140,6 +141,9 @@ def test_landing_run_over_http_fills_every_table_then_a_rerun_changes_nothing(se
 
     # Second run: nothing new lands; the deletion scan (run config) marks a BP deleted in SAP.
     served_company.entities["BusinessPartners"].pop(0)
+    # a tiny company: one BP is more than the default 5% a scan may delete without approval
+    monkeypatch.setenv("SAP_B1_DELETION_MAX_SHARE", "1")
+    get_settings(refresh=True)
     again = _run({"ops": {"sap_raw__ocrd": {"config": {"deletion_scan": True}}}})
     assert again.success
     for table in all_table_names():

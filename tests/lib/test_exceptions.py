@@ -124,6 +124,11 @@ FIRES = [
      sql("UPDATE sap_raw.ocrd SET U_LoyaltyTier = 'Diamond' WHERE CardCode = 'C002'",
          "UPDATE sap_raw.ordr SET U_SalesChannel = 'Fax' WHERE DocEntry = 1"),
      {("contact", "C002"), ("order", "1")}),
+    ("future_update_date",  # T0 is 09:00 London; 10 minutes of skew are allowed
+     sql("UPDATE sap_raw.ocrd SET UpdateDate = '2024-03-10', UpdateTime = '09:30:00' "
+         "WHERE CardCode = 'C002'",
+         "UPDATE sap_raw.ordr SET UpdateDate = '2099-01-01' WHERE DocEntry = 4"),
+     {("contact", "C002"), ("order", "4")}),
     ("record_too_large", _too_large, {("product", "SKU1")}),
     ("ometria_rejected", _rejected, {("contact", "C002")}),
     ("held_back_other",
@@ -167,6 +172,9 @@ QUIET = [
     ("udf_value_not_allowed",
      sql("UPDATE sap_raw.ocrd SET U_LoyaltyTier = '' WHERE CardCode = 'C002'",
          "UPDATE sap_raw.ordr SET U_SalesChannel = 'Phone' WHERE DocEntry = 2")),
+    ("future_update_date",  # within the skew allowance
+     sql("UPDATE sap_raw.ocrd SET UpdateDate = '2024-03-10', UpdateTime = '09:05:00' "
+         "WHERE CardCode = 'C002'")),
     ("record_too_large",
      sql("UPDATE ometria.products SET payload_bytes = 59999 WHERE id = 'SKU1'")),
     ("ometria_rejected", _rejected_then_fixed),
@@ -205,8 +213,8 @@ def test_rule_quiet_on_near_miss(con, rule, mutate):
 
 
 def test_every_rule_has_both_cases():
-    assert {f[0] for f in FIRES} | {"ometria_stale"} == set(RULES_BY_ID)
-    assert {q[0] for q in QUIET} | {"ometria_stale"} == set(RULES_BY_ID)
+    assert {f[0] for f in FIRES} | {"ometria_stale", "deletion_scan_refused"} == set(RULES_BY_ID)
+    assert {q[0] for q in QUIET} | {"ometria_stale", "deletion_scan_refused"} == set(RULES_BY_ID)
 
 
 def test_held_back_for_a_designed_reason_plus_a_real_one_is_an_exception(con):

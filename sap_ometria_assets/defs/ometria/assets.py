@@ -302,6 +302,15 @@ def _sql_literal(text: str) -> str:
 # Assets
 # ---------------------------------------------------------------------------------------------
 
+def _run_started_at(context: dg.AssetExecutionContext) -> datetime:
+    """When the current run started (opt-outs for deletions wait until they are a run old)."""
+    record = context.instance.get_run_record_by_id(context.run.run_id)
+    start = getattr(record, "start_time", None) if record is not None else None
+    if start:
+        return datetime.fromtimestamp(float(start), UTC)
+    return datetime.now(UTC)
+
+
 @dg.asset(
     key=["ometria", "contacts"],
     group_name=GROUP,
@@ -329,7 +338,8 @@ def ometria_contacts(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         known = read_table(con, "ometria", PHONE_LOOKUP) if table_exists(con, "ometria", PHONE_LOOKUP) else None
         phones = tc.phone_lookup(ocrd, mapping, known)  # type: ignore[arg-type]
         frame = tc.build_contacts(ocrd, ocrg, mapping, collection=settings.ometria_collection,  # type: ignore[arg-type]
-                                  zone=settings.sap_ometria_timezone, known_phones=phones)
+                                  zone=settings.sap_ometria_timezone, known_phones=phones,
+                                  run_started_at=_run_started_at(context))
         previous = _previous_hashes(con, "contacts")
         write_ometria(con, "contacts", frame, tc.DESCRIPTIONS)
         write_table(con, "ometria", PHONE_LOOKUP, phones)

@@ -118,6 +118,8 @@ def build_sap_raw_asset(spec: SapTable) -> dg.AssetsDefinition:
             for table in tables:
                 yield dg.MaterializeResult(asset_key=dg.AssetKey([GROUP, table]),
                                            metadata=_metadata(con, result, table))
+        if result.deletion_refused:
+            _alert_refused_scan(context, spec.table, result.deletion_refused, settings)
         if result.rejected_values:
             context.log.warning(
                 "%s: %d value(s) did not fit their column and landed as NULL; see "
@@ -126,6 +128,23 @@ def build_sap_raw_asset(spec: SapTable) -> dg.AssetsDefinition:
             )
 
     return _land
+
+
+def _alert_refused_scan(context: dg.AssetExecutionContext, table: str, reason: str,
+                        settings) -> None:
+    """A refused deletion scan pages ops (ops.alerts and the webhook) as well as being listed
+    (deletion_scan_refused); the warehouse connection is closed by then."""
+    from sap_ometria_assets.lib.alerts import make_alert, raise_alerts
+
+    alert = make_alert("check_failure", severity="ERROR", run_id=context.run.run_id,
+                       job_name=context.job_name, asset_key=f"{GROUP}/{table}",
+                       check_name="deletion_scan_refused",
+                       message=f"{table}: {reason}")
+    try:
+        raise_alerts([alert], duckdb_path=settings.duckdb_path,
+                     webhook=settings.sap_ometria_alert_webhook, ui_url=settings.sap_ometria_ui_url)
+    except Exception as exc:  # noqa: BLE001 - the refusal is listed either way
+        context.log.error("%s: the deletion-scan alert could not be raised: %s", table, exc)
 
 
 sap_raw_assets = [build_sap_raw_asset(spec) for spec in SAP_TABLES]

@@ -15,6 +15,8 @@ Choices (configurable in the mapping, documented in the README):
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import polars as pl
 
 from sap_ometria_assets.lib.mapping import Mapping
@@ -75,8 +77,14 @@ def build_contacts(
     collection: str,
     zone: str,
     known_phones: pl.DataFrame | None = None,
+    run_started_at: datetime | None = None,
 ) -> pl.DataFrame:
     """One Ometria contact row per SAP customer (BP of a configured CardType).
+
+    `run_started_at` (the current run's start): with `on_deleted: opt_out`, a deletion first
+    seen in this run (`_deleted_at` at or after it) sends no opt-out yet; the contact goes as it
+    was, and the opt-out follows from the next run on, once the deletion has stood a run (a scan
+    that was wrong can be corrected before anyone is opted out).
 
     `known_phones` (from `phone_lookup()`) carries phone validations already done, so only new
     numbers go through libphonenumber.
@@ -129,6 +137,10 @@ def build_contacts(
     updated_iso = pl.col("sap_updated_at_iso")
     # A deleted BP in opt_out mode sends only its identity and the opt-out.
     minimal = deleted & pl.lit(cfg.on_deleted == "opt_out")
+    if run_started_at is not None:
+        # compared as instants (the stored zone may be spelt UTC or Etc/UTC)
+        minimal = minimal & (pl.col("_deleted_at").dt.epoch("us")
+                             < int(run_started_at.timestamp() * 1_000_000))
 
     def full(expr: pl.Expr) -> pl.Expr:
         return pl.when(~minimal).then(expr)
