@@ -828,6 +828,8 @@ def _stage_streaming(con: duckdb.DuckDBPyConnection, fetcher: _Fetcher, plan: _P
         _log.info("%s: pages sampled over the whole read type some property differently from "
                   "the first page; reading every page again", plan.spec.table)
         return None
+    if _numeric_booleans(con, files, shape):
+        return None
     return _finish_stage(con, plan, shape, ent, names, None, forced)
 
 
@@ -853,6 +855,8 @@ def _stage(con: duckdb.DuckDBPyConnection, files: list[str], plan: _Plan, names:
     try:
         con.execute(f"CREATE TEMP TABLE {q(ent)} AS {_entities_sql(_value_type(shape))}",
                     {"files": files})
+        if _numeric_booleans(con, files, shape):
+            raise duckdb.ConversionException("Could not convert: a JSON boolean in a number column")
     except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
         text = str(exc)
         if not any(s in text for s in ("JSON transform error", "Failed to cast", "Could not convert")):
@@ -867,6 +871,19 @@ def _stage(con: duckdb.DuckDBPyConnection, files: list[str], plan: _Plan, names:
                     f"{_entities_sql(_value_type(shape), ignore_errors=True)}", {"files": files})
         rejects = _find_rejects(con, files, plan, shape, ent, names)
     return _finish_stage(con, plan, shape, ent, names, rejects, forced)
+
+
+def _numeric_booleans(con: duckdb.DuckDBPyConnection, files: list[str], shape: _Shape) -> bool:
+    """Whether any page holds a JSON true/false for a column read as a number: DuckDB's JSON
+    reader turns those into 1/0 without a word, so such a read goes the lenient way, where
+    they are rejected instead (`_find_rejects`). One regex scan of the page text."""
+    numeric = sorted({c.name for c in shape.cols if _is_numeric_type(c.read_type)})
+    if not numeric or not files:
+        return False
+    pattern = '"(' + "|".join(re.escape(n) for n in numeric) + ')"\\s*:\\s*(true|false)\\b'
+    row = con.execute("SELECT count(*) FROM read_text($files) WHERE regexp_matches(content, $p)",
+                      {"files": files, "p": pattern}).fetchone()
+    return bool(row and row[0])
 
 
 def _finish_stage(con: duckdb.DuckDBPyConnection, plan: _Plan, shape: _Shape, ent: str,
@@ -985,11 +1002,19 @@ def _find_rejects(con: duckdb.DuckDBPyConnection, files: list[str], plan: _Plan,
         for col in shape.cols:
             if col.read_type == "VARCHAR":
                 continue
+            # a JSON true/false read as a number is 1/0: rejected too, and set to NULL
+            boolean = (f"s._e.{q(col.name)} IN ('true', 'false')"
+                       if _is_numeric_type(col.read_type) else "false")
             con.execute(
                 f"INSERT INTO {q(rejects)} SELECT {lit(main.table)}, {key_txt}, {lit(col.name)}, "
                 f"s._e.{q(col.name)} FROM {q(ent)} r JOIN {q(shadow)} s USING (_page, _pos) "
-                f"WHERE s._e.{q(col.name)} IS NOT NULL AND r.{q(col.name)} IS NULL"
+                f"WHERE s._e.{q(col.name)} IS NOT NULL AND (r.{q(col.name)} IS NULL OR {boolean})"
             )
+            if boolean != "false":
+                con.execute(
+                    f"UPDATE {q(ent)} r SET {q(col.name)} = NULL FROM {q(shadow)} s "
+                    f"WHERE r._page = s._page AND r._pos = s._pos AND {boolean}"
+                )
     targets = [main] if main.collection else list(plan.children)
     for target in targets:
         cols = shape.collections.get(target.collection)  # type: ignore[arg-type]

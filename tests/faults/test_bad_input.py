@@ -15,8 +15,6 @@ from sap_ometria_assets.lib.sap_tables import TABLES_BY_NAME
 from sap_ometria_assets.lib.settings import get_settings
 
 
-@pytest.mark.xfail(strict=True, reason="lib/landing.py reads JSON true/false into DECIMAL contract "
-                   "columns as 1/0 (DuckDB read_json casts booleans to numbers): reported to the lead")
 def test_a_boolean_in_an_amount_column_is_rejected_not_read_as_one(company, tmp_path):
     with SapB1Emulator(company, password=SAP_PASSWORD) as emu:
         emu.faults.schema_change("Orders", retype={"DocTotal": "bool"})
