@@ -337,13 +337,28 @@ class Rule:
 
 
 def _contact_invalid_email(ctx: RuleContext) -> str:
+    # The same library check as the contacts transform (transforms.common.rfc_valid_emails),
+    # once per distinct address, into a temp table the SQL reads.
+    import polars as pl
+
+    from sap_ometria_assets.lib.transforms.common import rfc_valid_emails
+
+    emails = ctx.con.sql("SELECT DISTINCT trim(\"EmailAddress\") AS e FROM x_customers "
+                         "WHERE nullif(trim(\"EmailAddress\"), '') IS NOT NULL").pl()["e"]
+    bad = pl.DataFrame({"e": emails.filter(~rfc_valid_emails(emails).fill_null(False))},
+                       schema={"e": pl.String})
+    ctx.con.register("_rfc_invalid_emails_df", bad)
+    ctx.con.execute("CREATE OR REPLACE TEMP TABLE _rfc_invalid_emails AS "
+                    "SELECT * FROM _rfc_invalid_emails_df")
+    ctx.con.unregister("_rfc_invalid_emails_df")
     return f"""
         SELECT CAST("CardCode" AS VARCHAR) AS record_key,
                'Email "' || trim("EmailAddress") || '" is not a valid address' AS detail
         FROM x_customers
         WHERE nullif(trim("EmailAddress"), '') IS NOT NULL
-          AND NOT (regexp_matches(trim("EmailAddress"), {lit(EMAIL_RE)})
-                   AND strlen(trim("EmailAddress")) <= 254)"""
+          AND (NOT (regexp_matches(trim("EmailAddress"), {lit(EMAIL_RE)})
+                    AND strlen(trim("EmailAddress")) <= 254)
+               OR trim("EmailAddress") IN (SELECT e FROM _rfc_invalid_emails))"""
 
 
 def _contact_missing_email(ctx: RuleContext) -> str:
