@@ -453,6 +453,30 @@ def _product_missing_price_or_title(ctx: RuleContext) -> str:
           AND (nullif(trim(i."ItemName"), '') IS NULL OR p.price IS NULL OR p.price <= 0)"""
 
 
+# Document dates SAP can hold but no real sale has: before 1990 (1899-12-30 is the OLE zero
+# date a bad import or a cleared field leaves) or more than a year ahead. The orders and refunds
+# transforms hold such documents back (`implausible_doc_date`).
+EARLIEST_DOC_DATE = "1990-01-01"
+
+
+def _document_date_implausible(ctx: RuleContext) -> str:
+    latest = (ctx.now.date().replace(year=ctx.now.year + 1) if not (ctx.now.month == 2 and ctx.now.day == 29)
+              else ctx.now.date().replace(year=ctx.now.year + 1, day=28))
+    docs = []
+    for entity, header, label in (("order", "raw_ordr", "Order"), ("credit_memo", "raw_orin", "Credit memo")):
+        docs.append(f"""
+        SELECT '{entity}' AS entity, CAST("DocEntry" AS VARCHAR) AS record_key,
+               '{label} ' || coalesce(CAST("DocNum" AS VARCHAR), CAST("DocEntry" AS VARCHAR)) ||
+               ' has DocDate ' || CAST("DocDate" AS VARCHAR) || ', before {EARLIEST_DOC_DATE} or '
+               || 'more than a year ahead: not sent as its timestamp' AS detail,
+               "DocTotal" AS impact
+        FROM {header}
+        WHERE {not_cancellation()} AND "DocDate" IS NOT NULL
+          AND (CAST("DocDate" AS DATE) < DATE '{EARLIEST_DOC_DATE}'
+               OR CAST("DocDate" AS DATE) > DATE '{latest.isoformat()}')""")
+    return " UNION ALL ".join(docs)
+
+
 def _mapped_currencies(ctx: RuleContext) -> str:
     return text_list(ctx.facts.mapped_currency_codes())
 
@@ -827,6 +851,15 @@ RULES: tuple[Rule, ...] = (
         sql=_currency_unmapped, requires=("sap_raw.ordr",), population_sql=_POP_ORDERS,
     ),
     Rule(
+        id="document_date_implausible", entity="order", severity="ERROR", owner="finance",
+        title="Document date implausible",
+        description="An order or credit memo is dated before 1990 (1899-12-30 is the zero date a "
+        "cleared field or a bad import leaves) or more than a year ahead. Sent, it would put the "
+        "sale in the wrong century of the customer's history, so it is held back.",
+        fix_hint="Correct the document's posting date (DocDate) in SAP; the next sync sends it.",
+        sql=_document_date_implausible, requires=("sap_raw.ordr",), population_sql=_POP_ORDERS,
+    ),
+    Rule(
         id="order_total_mismatch", entity="order", severity="ERROR", owner="finance",
         title="Order total does not add up",
         description="A document's total in SAP differs from its lines + tax - discount + freight + "
@@ -1003,7 +1036,7 @@ def _run_rule(ctx: RuleContext, rule: Rule) -> int:
 # credit memo, a total that does not add up...) leaves the record on its way to Ometria, so it
 # cannot explain why the record is missing there.
 HOLD_BACK_RULES = ("contact_invalid_email", "contact_missing_email", "currency_unmapped",
-                   "record_too_large")
+                   "record_too_large", "document_date_implausible")
 
 
 def _covered_filter(ctx: RuleContext) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 
 import polars as pl
@@ -15,15 +16,22 @@ BAD_EMAILS = [".user@x.com", "us..er@x.com", "user.@x.com", "us\u200ber@x.com", 
 @pytest.fixture
 def company(company):
     """The demo company with five customers whose emails break RFC 5322 in ways a simple regex
-    lets through."""
+    lets through, and an order dated 1899-12-30."""
     ocrd = company.tables["OCRD"]
     customers = ocrd.filter(pl.col("CardType") == "cCustomer")["CardCode"].head(len(BAD_EMAILS))
     bad = dict(zip(customers.to_list(), BAD_EMAILS, strict=True))
     ocrd = ocrd.with_columns(
         pl.col("CardCode").replace_strict(bad, default=pl.col("EmailAddress"),
                                           return_dtype=pl.String).alias("EmailAddress"))
-    changed = dataclasses.replace(company, tables={**company.tables, "OCRD": ocrd})
-    changed.planted = {**company.planted, "bad_emails": list(bad)}
+    # and one live order dated 1899-12-30 (the OLE zero date)
+    ordr = company.tables["ORDR"]
+    entry = int(ordr.filter((pl.col("CancelStatus") == "csNo")
+                            & (pl.col("DocCurrency") == "GBP"))["DocEntry"][0])
+    ordr = ordr.with_columns(
+        pl.when(pl.col("DocEntry") == entry).then(pl.lit(dt.date(1899, 12, 30)))
+        .otherwise(pl.col("DocDate")).alias("DocDate"))
+    changed = dataclasses.replace(company, tables={**company.tables, "OCRD": ocrd, "ORDR": ordr})
+    changed.planted = {**company.planted, "bad_emails": list(bad), "order_1899": [str(entry)]}
     return changed
 
 
@@ -40,4 +48,19 @@ def test_rfc_invalid_emails_are_held_back_with_an_exception_not_sent(env, compan
     sent = json.dumps(list(env.ometria.records("contact").values()))
     for email in BAD_EMAILS:
         assert json.dumps(email)[1:-1] not in sent
+    assert_nothing_lost(env.db, env.ometria, company)
+
+
+
+def test_an_order_dated_1899_is_held_back_not_sent(env, company):
+    run = run_sync()
+    assert run.success, run.failures
+    [entry] = company.planted["order_1899"]
+    held = query(env.db, "SELECT held_back_reason FROM ometria.orders WHERE sap_key = ? "
+                                "AND sap_object = 'ORDR'", [entry])
+    assert held == [("implausible_doc_date",)]
+    listed = query(env.db, "SELECT detail FROM ops.sync_exceptions WHERE resolved_at IS NULL "
+                           "AND rule = 'document_date_implausible' AND record_key = ?", [entry])
+    assert len(listed) == 1 and "1899-12-30" in listed[0][0]
+    assert not any("1899" in json.dumps(r) for r in env.ometria.records("order").values())
     assert_nothing_lost(env.db, env.ometria, company)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import datetime as dt
 import hashlib
 
 import phonenumbers
@@ -248,6 +249,21 @@ def currency_reason(sap_code: pl.Expr, iso: pl.Expr) -> pl.Expr:
 def id_from_template(template: str, key: pl.Expr) -> pl.Expr:
     prefix, _, suffix = template.partition("{DocEntry}")
     return pl.concat_str([pl.lit(prefix), key.cast(pl.String), pl.lit(suffix)])
+
+
+EARLIEST_DOC_DATE = dt.date(1990, 1, 1)
+
+
+def implausible_doc_date(doc_date: pl.Expr, today: dt.date | None = None) -> pl.Expr:
+    """'implausible_doc_date' for a document dated before 1990 (1899-12-30 is the OLE zero date
+    a cleared field leaves) or more than a year after today; null otherwise."""
+    today = today or dt.date.today()
+    try:
+        latest = today.replace(year=today.year + 1)
+    except ValueError:  # 29 February
+        latest = today.replace(year=today.year + 1, day=28)
+    d = doc_date.cast(pl.Date, strict=False)
+    return pl.when((d < EARLIEST_DOC_DATE) | (d > latest)).then(pl.lit("implausible_doc_date"))
 
 
 def join_reasons(*exprs: pl.Expr) -> pl.Expr:

@@ -37,6 +37,7 @@ from sap_ometria_assets.lib.transforms.common import (
     email_columns,
     finalize,
     id_from_template,
+    implausible_doc_date,
     join_reasons,
     money,
     money_out,
@@ -288,6 +289,7 @@ def prepare_documents(
             pl.when(pl.col("_entry").is_null()).then(pl.lit("missing_sap_key")),
             pl.col("_currency_reason"),
             pl.when(pl.col("_ts").is_null()).then(pl.lit("missing_doc_date")),
+            implausible_doc_date(pl.col("DocDate")),
             pl.when(pl.col("_grand_c").is_null() | pl.col("_tax_c").is_null()
                     | pl.col("_bad_lines").fill_null(False) | pl.col("_bad_shipping").fill_null(False)
                     | pl.col("_bad_qty_any").fill_null(False))
