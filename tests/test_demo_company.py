@@ -36,6 +36,12 @@ NOT_ON_A_FRESH_DEMO = {
         "test_the_unsendable_stock_flag_turns_stale_after_the_configured_hours checks it turns "
         "stale once that time has passed."
     ),
+    "udf_not_served": (
+        "a UDF SAP declares but its Service Layer does not serve yet (until SL restarts); the "
+        "demo company serves every UDF it declares. "
+        "tests/faults/test_bad_values.py::test_a_declared_udf_sap_does_not_serve_leaves_only_its_property_out "
+        "plants one."
+    ),
     "document_date_implausible": (
         "an order or credit memo dated before 1990 or more than a year ahead; the demo company "
         "(emulators/, not ours to change) dates every document plausibly. "

@@ -613,6 +613,31 @@ _UDF_ENTITY = {
 }
 
 
+def _udf_not_served(ctx: RuleContext) -> str:
+    """Mapped UDFs SAP declares (CUFD) that the landed table does not have: SAP lists a new
+    UDF in UserFieldsMD before the Service Layer serves it (until SL restarts)."""
+    from sap_ometria_assets.lib.mapping import MappingError, load_mapping, mapped_udfs
+
+    try:
+        mapping = load_mapping()
+    except MappingError as exc:
+        raise NotEvaluable(f"mapping not readable: {exc}") from None
+    declared = {(str(t).upper(), f"U_{n}") for t, n in ctx.con.execute(
+        'SELECT DISTINCT "TableName", "Name" FROM raw_cufd WHERE "Name" IS NOT NULL').fetchall()}
+    rows = []
+    for _path, sap_table, field_name, _m in mapped_udfs(mapping):
+        table = sap_table.lower()
+        if (sap_table, field_name) not in declared or f"sap_raw.{table}" not in ctx.present:
+            continue
+        if field_name.lower() in {c.lower() for c in table_columns(ctx.con, "sap_raw", table)}:
+            continue
+        rows.append(f"SELECT {lit(sap_table + '.' + field_name)} AS record_key, "
+                    f"{lit(f'{sap_table}.{field_name} is declared in UserFieldsMD but the Service Layer does not serve it yet: the property is left out')} AS detail")
+    if not rows:
+        return "SELECT NULL::VARCHAR AS record_key, NULL::VARCHAR AS detail WHERE false"
+    return " UNION ALL ".join(sorted(set(rows)))
+
+
 def _udf_value_not_allowed(ctx: RuleContext) -> str:
     con = ctx.con
     declared = con.execute("""
@@ -901,6 +926,16 @@ RULES: tuple[Rule, ...] = (
         "missing receipts or move stock.",
         sql=_stock_negative_available, requires=("sap_raw.oitw",),
         population_sql="SELECT count(*) FROM raw_oitw",
+    ),
+    Rule(
+        id="udf_not_served", entity="record", severity="WARN", owner="ops",
+        title="User-defined field declared but not served",
+        description="The mapping reads a user-defined field that SAP declares (UserFieldsMD) but "
+        "the Service Layer does not return yet: SAP serves a new UDF only after the Service "
+        "Layer restarts. The property is left out of every record until then; all else syncs.",
+        fix_hint="Restart the SAP Service Layer (or wait for its scheduled restart); the next "
+        "sync sends the property.",
+        sql=_udf_not_served, requires=("sap_raw.cufd",),
     ),
     Rule(
         id="udf_value_not_allowed", entity="record", severity="WARN", owner="marketing",

@@ -64,3 +64,41 @@ def test_an_order_dated_1899_is_held_back_not_sent(env, company):
     assert len(listed) == 1 and "1899-12-30" in listed[0][0]
     assert not any("1899" in json.dumps(r) for r in env.ometria.records("order").values())
     assert_nothing_lost(env.db, env.ometria, company)
+
+
+@pytest.fixture
+def company_udf_not_served(company):
+    """SAP declares U_FirstPurchaseCategory (CUFD lists it) but the Service Layer has not
+    restarted since it was added, so business partners come without it."""
+    ocrd = company.tables["OCRD"].drop("U_FirstPurchaseCategory")
+    return dataclasses.replace(company, tables={**company.tables, "OCRD": ocrd})
+
+
+@pytest.fixture
+def env_udf(company_udf_not_served, tmp_path, monkeypatch, ometria, fast_retries):
+    from conftest import _apply
+    from faultkit import SAP_PASSWORD, Env
+
+    from sap_ometria_assets.emulators.sap_b1.server import SapB1Emulator
+    from sap_ometria_assets.lib.settings import get_settings
+
+    with SapB1Emulator(company_udf_not_served, password=SAP_PASSWORD, admin=True) as emu:
+        e = Env(tmp_path, emu, ometria, fast_retries)
+        _apply(monkeypatch, e)
+        yield e
+    get_settings(refresh=True)
+
+
+def test_a_declared_udf_sap_does_not_serve_leaves_only_its_property_out(env_udf,
+                                                                       company_udf_not_served):
+    run = run_sync()
+    assert run.success, run.failures
+    assert {"ometria__contacts", "ometria_orders_and_refunds", "ometria_push__contacts"} <= run.succeeded
+    listed = query(env_udf.db, "SELECT severity, owner, detail FROM ops.sync_exceptions "
+                               "WHERE rule = 'udf_not_served' AND resolved_at IS NULL")
+    assert [(r[0], r[1]) for r in listed] == [("WARN", "ops")]
+    assert "OCRD.U_FirstPurchaseCategory" in listed[0][2]
+    contacts = list(env_udf.ometria.records("contact").values())
+    assert contacts and env_udf.ometria.records("order")
+    assert not any("first_purchase" in json.dumps(c).lower() for c in contacts)
+    assert_nothing_lost(env_udf.db, env_udf.ometria, company_udf_not_served)

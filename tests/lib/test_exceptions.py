@@ -108,6 +108,9 @@ FIRES = [
      sql("UPDATE sap_raw.ordr SET DocDate = DATE '1899-12-30' WHERE DocEntry = 2",
          "UPDATE sap_raw.ordr SET DocDate = DATE '2025-03-11' WHERE DocEntry = 3"),  # T0 + 1y + 1d
      {("order", "2"), ("order", "3")}),
+    ("udf_not_served",
+     sql("ALTER TABLE sap_raw.ordr DROP COLUMN U_PromoCode"),
+     {("record", "ORDR.U_PromoCode")}),
     ("order_total_mismatch",
      sql("UPDATE sap_raw.ordr SET DocTotal = 25 WHERE DocEntry = 4"),
      {("order", "4")}),
@@ -160,6 +163,9 @@ QUIET = [
     ("document_date_implausible",
      sql("UPDATE sap_raw.ordr SET DocDate = DATE '1990-01-01' WHERE DocEntry = 2",
          "UPDATE sap_raw.ordr SET DocDate = DATE '2025-03-10' WHERE DocEntry = 3")),  # T0 + 1y
+    ("udf_not_served",  # not declared by SAP: a mapping problem, not this rule's
+     sql("ALTER TABLE sap_raw.ordr DROP COLUMN U_PromoCode",
+         "DELETE FROM sap_raw.cufd WHERE Name = 'PromoCode'")),
     ("order_total_mismatch",
      sql("UPDATE sap_raw.ordr SET DocTotal = 21.604 WHERE DocEntry = 4")),  # within 0.01
     ("credit_memo_unlinked",

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 import datetime as dt
 import hashlib
+import logging
 
 import phonenumbers
 import polars as pl
@@ -73,6 +74,9 @@ def with_optional(df: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataF
 # ---------------------------------------------------------------------------------------------
 # Values
 # ---------------------------------------------------------------------------------------------
+
+_log = logging.getLogger(__name__)
+
 
 def text(col: str | pl.Expr) -> pl.Expr:
     """Trimmed text; blank becomes null."""
@@ -505,12 +509,22 @@ def udf_value(m: UdfMapping, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
 def udf_fields(df: pl.DataFrame, mappings: Sequence[UdfMapping], table: str) -> tuple[
     dict[str, pl.Expr], dict[str, pl.Expr], list[pl.Expr]
 ]:
-    """Expressions for mapped UDFs: (properties by name, standard fields by name, warnings)."""
-    require_columns(df, table, [m.sap_field for m in mappings])
+    """Expressions for mapped UDFs: (properties by name, standard fields by name, warnings).
+
+    A mapped UDF the table does not have is left out (its property is not sent) rather than
+    failing the asset: SAP lists a new UDF in UserFieldsMD before the Service Layer serves it
+    (until SL restarts), and mapping against SAP's declared UDFs is checked elsewhere
+    (mapping.validate_against_cufd). The `udf_not_served` exception rule lists it."""
     props: dict[str, pl.Expr] = {}
     fields: dict[str, pl.Expr] = {}
     warns: list[pl.Expr] = []
+    missing = [m.sap_field for m in mappings if m.sap_field not in df.columns]
+    if missing:
+        _log.warning("%s: mapped UDF(s) %s not served by SAP: left out (udf_not_served)",
+                     table, ", ".join(missing))
     for m in mappings:
+        if m.sap_field in missing:
+            continue
         value, warning = udf_value(m, df.schema[m.sap_field])
         (props if m.ometria_property else fields)[m.target] = value
         warns.append(warning)
