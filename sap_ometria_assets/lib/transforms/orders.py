@@ -236,8 +236,11 @@ def prepare_documents(
     # Unit price x quantity is the pre-discount subtotal, unless the line is priced in another
     # currency than the document (then LineTotal is the only amount in document currency).
     unit_sub_c = cents(pl.col("_unit") * pl.col("_qty"), DEC)
+    # A quantity-0 line (a charge or a note line with an amount) has no unit x quantity to
+    # discount from: its subtotal is its net amount, so no discount is invented.
     ln = ln.with_columns(
-        pl.when(pl.col("_same_ccy") & pl.col("_unit").is_not_null()).then(unit_sub_c).otherwise(pl.col("_net_c"))
+        pl.when(pl.col("_same_ccy") & pl.col("_unit").is_not_null() & (pl.col("_qty") != 0))
+        .then(unit_sub_c).otherwise(pl.col("_net_c"))
         .alias("_subtotal_c"),
         pl.when(pl.col("_same_ccy") & pl.col("_unit").is_not_null()).then(cents(pl.col("_unit"), DEC))
         .otherwise(pl.when(pl.col("_qty") != 0).then(cents(pl.col("_net_c").cast(DEC) / 100 / pl.col("_qty"), DEC)))
