@@ -45,7 +45,10 @@ def run_full_sync(tags: dict[str, str] | None = None) -> tuple[bool, dict[str, d
         # `make sync` pages someone too
         from sap_ometria_assets.defs.automation.alerting import raise_run_alerts
 
-        raise_run_alerts(instance, result.dagster_run)
+        try:
+            raise_run_alerts(instance, result.dagster_run)
+        except Exception as exc:  # the run's own report (summary, exit code) must still come
+            print(f"ALERTS NOT RAISED: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
     elapsed = time.perf_counter() - started
     metadata: dict[str, dict] = {}
     for event in result.get_asset_materialization_events():
@@ -109,9 +112,41 @@ def cmd_sync(args: argparse.Namespace) -> int:
         else settings.ometria_api_url
     )
     print(f"SAP B1: {where}\nOmetria: {target}")
+    refused = _refuse_unusable_warehouse(settings)
+    if refused is not None:
+        return refused
     ok, metadata, elapsed = run_full_sync(tags={"sap_ometria/trigger": args.command})
     print_summary(metadata, elapsed)
     return 0 if ok else 1
+
+
+def _refuse_unusable_warehouse(settings) -> int | None:
+    """Check the warehouse before any step writes into it (see warehouse.check_usable): a bad
+    one stops the sync with its cause, an alert and exit code 3."""
+    from sap_ometria_assets.lib.alerts import make_alert, raise_alerts
+    from sap_ometria_assets.lib.warehouse import WarehouseUnusableError, check_usable
+
+    try:
+        check_usable(settings.duckdb_path)
+    except WarehouseUnusableError as exc:
+        cause = str(exc)
+    else:
+        return None
+    print(f"SYNC REFUSED: {cause}", file=sys.stderr)
+    alert = make_alert("run_failure", severity="ERROR", job_name="full_sync_job",
+                       message=f"sync refused before any step ran: {cause}",
+                       asset_key=str(settings.duckdb_path))
+    try:
+        outcome = raise_alerts([alert], duckdb_path=settings.duckdb_path,
+                               webhook=settings.sap_ometria_alert_webhook, lock_wait_s=1.0,
+                               write_warehouse=False)
+        delivered = outcome.delivered
+    except Exception as exc:
+        print(f"ALERT NOT RAISED: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
+        delivered = 0
+    print(f"\nSync refused: nothing read or written (warehouse: {settings.duckdb_path}). "
+          f"1 alert raised, {delivered} sent to the webhook.")
+    return 3
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

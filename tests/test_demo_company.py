@@ -46,6 +46,18 @@ NOT_ON_A_FRESH_DEMO = {
         "test_the_unsendable_stock_flag_turns_stale_after_the_configured_hours checks it turns "
         "stale once that time has passed."
     ),
+    "udf_not_served": (
+        "a UDF SAP declares but its Service Layer does not serve yet (until SL restarts); the "
+        "demo company serves every UDF it declares. "
+        "tests/faults/test_bad_values.py::test_a_declared_udf_sap_does_not_serve_leaves_only_its_property_out "
+        "plants one."
+    ),
+    "document_date_implausible": (
+        "an order or credit memo dated before 1990 or more than a year ahead; the demo company "
+        "(emulators/, not ours to change) dates every document plausibly. "
+        "tests/faults/test_bad_values.py::test_an_order_dated_1899_is_held_back_not_sent plants "
+        "one and checks it is held back and listed."
+    ),
 }
 DOCUMENT_ENTITIES = ("order", "order_line", "credit_memo", "credit_memo_line")
 ISO = {"GBP": "GBP", "EUR": "EUR", "US$": "USD"}  # data/mapping.yaml; SFR left out on purpose

@@ -19,6 +19,8 @@ import hashlib
 import json
 import logging
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+import duckdb
 import httpx
 from pydantic import SecretStr
 from tenacity import (
@@ -237,6 +240,46 @@ def spool_dir_for(duckdb_path: Path) -> Path:
     return duckdb_path.with_name(duckdb_path.name.split(".")[0] + ".alerts_pending")
 
 
+def fallback_spool_dir_for(duckdb_path: Path) -> Path:
+    """Where alerts wait when the warehouse's folder is unusable (read-only, a file, full): a
+    private folder (mode 700) under the system temp directory, one per warehouse path."""
+    digest = hashlib.sha256(str(Path(duckdb_path).resolve()).encode()).hexdigest()[:12]
+    base = Path(tempfile.gettempdir()) / f"sap_ometria-{os.getuid()}"
+    return base / f"{Path(duckdb_path).name.split('.')[0]}-{digest}.alerts_pending"
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = directory / f".probe.{os.getpid()}"
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def usable_spool(duckdb_path: Path) -> AlertSpool | None:
+    """The spool beside the warehouse, else the private fallback (logged), else None."""
+    primary = spool_dir_for(duckdb_path)
+    if _writable(primary):
+        return AlertSpool(primary)
+    fallback = fallback_spool_dir_for(duckdb_path)
+    if _writable(fallback.parent) and _writable(fallback):
+        os.chmod(fallback.parent, 0o700)
+        log.error("alert spool %s is not writable; alerts wait in %s instead", primary, fallback)
+        return AlertSpool(fallback)
+    log.error("neither %s nor %s is writable: alerts go to stderr only", primary, fallback)
+    return None
+
+
+def _to_stderr(alerts: Sequence[Alert], why: str) -> None:
+    """The last resort: the alert text on stderr (no secret is ever in an alert)."""
+    for alert in alerts:
+        print(f"ALERT [{alert.severity}] {alert.kind} {alert.asset_key or alert.job_name or ''}: "
+              f"{alert.message} ({why})", file=sys.stderr)
+
+
 class AlertSpool:
     """One JSON file per pending alert, written atomically (several sensors may flush at once;
     rows are keyed on alert_id, so a double flush is harmless), and an empty marker file per
@@ -332,15 +375,37 @@ def raise_alerts(
     ui_url: str | None = None,
     lock_wait_s: float = 5.0,
     webhook_transport: httpx.BaseTransport | None = None,
+    write_warehouse: bool = True,
 ) -> FlushOutcome:
-    """Queue new alerts, then flush everything pending (see module docstring)."""
-    spool = AlertSpool(spool_dir_for(duckdb_path))
+    """Queue new alerts, then flush everything pending (see module docstring).
+    `write_warehouse=False` (the warehouse was refused as damaged) posts and keeps the alerts
+    in the spool without opening DuckDB."""
+    spool = usable_spool(duckdb_path)
+    if spool is None:
+        return _deliver_unspooled(alerts, duckdb_path=duckdb_path, webhook=webhook, ui_url=ui_url,
+                                  webhook_transport=webhook_transport)
     for alert in alerts:
         spool.put(alert)
     return flush_alerts(
         duckdb_path=duckdb_path, webhook=webhook, ui_url=ui_url, lock_wait_s=lock_wait_s,
-        webhook_transport=webhook_transport,
+        webhook_transport=webhook_transport, spool=spool, write_warehouse=write_warehouse,
     )
+
+
+def _deliver_unspooled(alerts: Sequence[Alert], *, duckdb_path: Path, webhook: SecretStr | None,
+                       ui_url: str | None, webhook_transport: httpx.BaseTransport | None
+                       ) -> FlushOutcome:
+    """No folder to queue in: post the alerts and print them; nothing reaches ops.alerts."""
+    errors: list[str] = []
+    delivered = 0
+    if alerts and webhook is not None and webhook.get_secret_value():
+        try:
+            post_webhook(webhook, slack_message(alerts, ui_url), transport=webhook_transport)
+            delivered = len(alerts)
+        except WebhookError as exc:
+            errors.append(str(exc))
+    _to_stderr(alerts, f"not recorded in ops.alerts of {duckdb_path}: no writable spool")
+    return FlushOutcome(0, len(alerts), delivered, tuple(errors))
 
 
 def flush_alerts(
@@ -350,11 +415,20 @@ def flush_alerts(
     ui_url: str | None = None,
     lock_wait_s: float = 5.0,
     webhook_transport: httpx.BaseTransport | None = None,
+    spool: AlertSpool | None = None,
+    write_warehouse: bool = True,
 ) -> FlushOutcome:
     """Post undelivered pending alerts (one message), then move the spool into `ops.alerts`.
 
-    Opens DuckDB only when something is pending, and waits at most `lock_wait_s` for it."""
-    spool = AlertSpool(spool_dir_for(duckdb_path))
+    Opens DuckDB only when something is pending, and waits at most `lock_wait_s` for it. A
+    warehouse that cannot be opened keeps the alerts queued and prints them on stderr."""
+    if spool is None:
+        # the folder beside the warehouse, unless only the fallback holds alerts (left there
+        # while the warehouse's folder was unusable)
+        primary, fallback = spool_dir_for(duckdb_path), fallback_spool_dir_for(duckdb_path)
+        use_fallback = (not (primary.is_dir() and any(primary.glob("*.json")))
+                        and fallback.is_dir() and any(fallback.glob("*.json")))
+        spool = AlertSpool(fallback if use_fallback else primary)
     pending = spool.pending()
     if not pending:
         return FlushOutcome(written=0, pending=0, delivered=0)
@@ -381,6 +455,9 @@ def flush_alerts(
                     spool.put(alert)
             delivered_now = len(delivered_ids)
     spool.prune_markers()
+    if not write_warehouse:
+        _to_stderr(pending, f"queued in {spool.directory}; the warehouse was not opened")
+        return FlushOutcome(0, len(pending), delivered_now, tuple(errors))
 
     try:
         with warehouse.connect(duckdb_path, wait_s=lock_wait_s) as con:
@@ -388,5 +465,10 @@ def flush_alerts(
     except WarehouseLockedError:
         log.info("warehouse locked by a run: %d alert(s) stay queued in the spool", len(pending))
         return FlushOutcome(0, len(pending), delivered_now, tuple(errors))
+    except (OSError, duckdb.Error) as exc:
+        cause = f"warehouse {duckdb_path} unusable: {str(exc).splitlines()[0][:200]}"
+        log.error("%s; %d alert(s) stay queued in %s", cause, len(pending), spool.directory)
+        _to_stderr(pending, f"{cause}; queued in {spool.directory}")
+        return FlushOutcome(0, len(pending), delivered_now, (*errors, cause))
     spool.remove(a.alert_id for a in pending)
     return FlushOutcome(len(pending), 0, delivered_now, tuple(errors))

@@ -18,6 +18,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from sap_ometria_assets.lib.safe_yaml import YamlLimitError, describe_error, load_yaml_file, short_repr
+
 Severity = Literal["WARN", "ERROR"]
 Owner = Literal["marketing", "finance", "ops"]
 OmetriaAsset = Literal["contacts", "orders", "products", "stock"]
@@ -204,9 +206,11 @@ def load_checks_config(path: str | Path | None = None) -> ChecksConfig:
     """Read and validate the checks file; errors name the file, the key and the bad value."""
     path = Path(path) if path else default_checks_path()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except yaml.YAMLError as exc:
-        raise ChecksConfigError(f"{path}: not valid YAML: {exc}") from None
+        raw = load_yaml_file(path) if path.exists() else {}
+    except OSError as exc:
+        raise ChecksConfigError(f"{path}: cannot read checks file: {exc.strerror}") from None
+    except (yaml.YAMLError, YamlLimitError, UnicodeDecodeError) as exc:
+        raise ChecksConfigError(f"{path}: not valid YAML: {describe_error(exc)}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -217,7 +221,7 @@ def load_checks_config(path: str | Path | None = None) -> ChecksConfig:
         problems = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+            problems.append(f"{key}: {err['msg']} (got {short_repr(err.get('input'))})")
         raise ChecksConfigError(f"{path}: " + "; ".join(problems)) from None
     from sap_ometria_assets.lib.exceptions import RULES_BY_ID  # late: exceptions imports us
 

@@ -337,13 +337,28 @@ class Rule:
 
 
 def _contact_invalid_email(ctx: RuleContext) -> str:
+    # The same library check as the contacts transform (transforms.common.rfc_valid_emails),
+    # once per distinct address, into a temp table the SQL reads.
+    import polars as pl
+
+    from sap_ometria_assets.lib.transforms.common import rfc_valid_emails
+
+    emails = ctx.con.sql("SELECT DISTINCT trim(\"EmailAddress\") AS e FROM x_customers "
+                         "WHERE nullif(trim(\"EmailAddress\"), '') IS NOT NULL").pl()["e"]
+    bad = pl.DataFrame({"e": emails.filter(~rfc_valid_emails(emails).fill_null(False))},
+                       schema={"e": pl.String})
+    ctx.con.register("_rfc_invalid_emails_df", bad)
+    ctx.con.execute("CREATE OR REPLACE TEMP TABLE _rfc_invalid_emails AS "
+                    "SELECT * FROM _rfc_invalid_emails_df")
+    ctx.con.unregister("_rfc_invalid_emails_df")
     return f"""
         SELECT CAST("CardCode" AS VARCHAR) AS record_key,
                'Email "' || trim("EmailAddress") || '" is not a valid address' AS detail
         FROM x_customers
         WHERE nullif(trim("EmailAddress"), '') IS NOT NULL
-          AND NOT (regexp_matches(trim("EmailAddress"), {lit(EMAIL_RE)})
-                   AND strlen(trim("EmailAddress")) <= 254)"""
+          AND (NOT (regexp_matches(trim("EmailAddress"), {lit(EMAIL_RE)})
+                    AND strlen(trim("EmailAddress")) <= 254)
+               OR trim("EmailAddress") IN (SELECT e FROM _rfc_invalid_emails))"""
 
 
 def _contact_missing_email(ctx: RuleContext) -> str:
@@ -436,6 +451,30 @@ def _product_missing_price_or_title(ctx: RuleContext) -> str:
         WHERE coalesce(i."SalesItem", 'tYES') = 'tYES' AND i."_deleted_at" IS NULL
           AND coalesce(i."Frozen", 'tNO') <> 'tYES'
           AND (nullif(trim(i."ItemName"), '') IS NULL OR p.price IS NULL OR p.price <= 0)"""
+
+
+# Document dates SAP can hold but no real sale has: before 1990 (1899-12-30 is the OLE zero
+# date a bad import or a cleared field leaves) or more than a year ahead. The orders and refunds
+# transforms hold such documents back (`implausible_doc_date`).
+EARLIEST_DOC_DATE = "1990-01-01"
+
+
+def _document_date_implausible(ctx: RuleContext) -> str:
+    latest = (ctx.now.date().replace(year=ctx.now.year + 1) if not (ctx.now.month == 2 and ctx.now.day == 29)
+              else ctx.now.date().replace(year=ctx.now.year + 1, day=28))
+    docs = []
+    for entity, header, label in (("order", "raw_ordr", "Order"), ("credit_memo", "raw_orin", "Credit memo")):
+        docs.append(f"""
+        SELECT '{entity}' AS entity, CAST("DocEntry" AS VARCHAR) AS record_key,
+               '{label} ' || coalesce(CAST("DocNum" AS VARCHAR), CAST("DocEntry" AS VARCHAR)) ||
+               ' has DocDate ' || CAST("DocDate" AS VARCHAR) || ', before {EARLIEST_DOC_DATE} or '
+               || 'more than a year ahead: not sent as its timestamp' AS detail,
+               "DocTotal" AS impact
+        FROM {header}
+        WHERE {not_cancellation()} AND "DocDate" IS NOT NULL
+          AND (CAST("DocDate" AS DATE) < DATE '{EARLIEST_DOC_DATE}'
+               OR CAST("DocDate" AS DATE) > DATE '{latest.isoformat()}')""")
+    return " UNION ALL ".join(docs)
 
 
 def _mapped_currencies(ctx: RuleContext) -> str:
@@ -572,6 +611,31 @@ _UDF_ENTITY = {
     "ocrd": "contact", "ordr": "order", "rdr1": "order_line", "orin": "credit_memo",
     "rin1": "credit_memo_line", "oitm": "product", "oitw": "stock",
 }
+
+
+def _udf_not_served(ctx: RuleContext) -> str:
+    """Mapped UDFs SAP declares (CUFD) that the landed table does not have: SAP lists a new
+    UDF in UserFieldsMD before the Service Layer serves it (until SL restarts)."""
+    from sap_ometria_assets.lib.mapping import MappingError, load_mapping, mapped_udfs
+
+    try:
+        mapping = load_mapping()
+    except MappingError as exc:
+        raise NotEvaluable(f"mapping not readable: {exc}") from None
+    declared = {(str(t).upper(), f"U_{n}") for t, n in ctx.con.execute(
+        'SELECT DISTINCT "TableName", "Name" FROM raw_cufd WHERE "Name" IS NOT NULL').fetchall()}
+    rows = []
+    for _path, sap_table, field_name, _m in mapped_udfs(mapping):
+        table = sap_table.lower()
+        if (sap_table, field_name) not in declared or f"sap_raw.{table}" not in ctx.present:
+            continue
+        if field_name.lower() in {c.lower() for c in table_columns(ctx.con, "sap_raw", table)}:
+            continue
+        rows.append(f"SELECT {lit(sap_table + '.' + field_name)} AS record_key, "
+                    f"{lit(f'{sap_table}.{field_name} is declared in UserFieldsMD but the Service Layer does not serve it yet: the property is left out')} AS detail")
+    if not rows:
+        return "SELECT NULL::VARCHAR AS record_key, NULL::VARCHAR AS detail WHERE false"
+    return " UNION ALL ".join(sorted(set(rows)))
 
 
 def _udf_value_not_allowed(ctx: RuleContext) -> str:
@@ -847,6 +911,15 @@ RULES: tuple[Rule, ...] = (
         sql=_currency_unmapped, requires=("sap_raw.ordr",), population_sql=_POP_ORDERS,
     ),
     Rule(
+        id="document_date_implausible", entity="order", severity="ERROR", owner="finance",
+        title="Document date implausible",
+        description="An order or credit memo is dated before 1990 (1899-12-30 is the zero date a "
+        "cleared field or a bad import leaves) or more than a year ahead. Sent, it would put the "
+        "sale in the wrong century of the customer's history, so it is held back.",
+        fix_hint="Correct the document's posting date (DocDate) in SAP; the next sync sends it.",
+        sql=_document_date_implausible, requires=("sap_raw.ordr",), population_sql=_POP_ORDERS,
+    ),
+    Rule(
         id="order_total_mismatch", entity="order", severity="ERROR", owner="finance",
         title="Order total does not add up",
         description="A document's total in SAP differs from its lines + tax - discount + freight + "
@@ -888,6 +961,16 @@ RULES: tuple[Rule, ...] = (
         "missing receipts or move stock.",
         sql=_stock_negative_available, requires=("sap_raw.oitw",),
         population_sql="SELECT count(*) FROM raw_oitw",
+    ),
+    Rule(
+        id="udf_not_served", entity="record", severity="WARN", owner="ops",
+        title="User-defined field declared but not served",
+        description="The mapping reads a user-defined field that SAP declares (UserFieldsMD) but "
+        "the Service Layer does not return yet: SAP serves a new UDF only after the Service "
+        "Layer restarts. The property is left out of every record until then; all else syncs.",
+        fix_hint="Restart the SAP Service Layer (or wait for its scheduled restart); the next "
+        "sync sends the property.",
+        sql=_udf_not_served, requires=("sap_raw.cufd",),
     ),
     Rule(
         id="udf_value_not_allowed", entity="record", severity="WARN", owner="marketing",
@@ -1044,7 +1127,7 @@ def _run_rule(ctx: RuleContext, rule: Rule) -> int:
 # credit memo, a total that does not add up...) leaves the record on its way to Ometria, so it
 # cannot explain why the record is missing there.
 HOLD_BACK_RULES = ("contact_invalid_email", "contact_missing_email", "currency_unmapped",
-                   "record_too_large")
+                   "record_too_large", "document_date_implausible")
 
 
 def _covered_filter(ctx: RuleContext) -> None:

@@ -895,6 +895,8 @@ def _stage_streaming(con: duckdb.DuckDBPyConnection, fetcher: _Fetcher, plan: _P
         _log.info("%s: pages sampled over the whole read type some property differently from "
                   "the first page; reading every page again", plan.spec.table)
         return None
+    if _numeric_booleans(con, files, shape):
+        return None
     return _finish_stage(con, plan, shape, ent, names, None, forced)
 
 
@@ -920,6 +922,8 @@ def _stage(con: duckdb.DuckDBPyConnection, files: list[str], plan: _Plan, names:
     try:
         con.execute(f"CREATE TEMP TABLE {q(ent)} AS {_entities_sql(_value_type(shape))}",
                     {"files": files})
+        if _numeric_booleans(con, files, shape):
+            raise duckdb.ConversionException("Could not convert: a JSON boolean in a number column")
     except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
         text = str(exc)
         if not any(s in text for s in ("JSON transform error", "Failed to cast", "Could not convert")):
@@ -936,8 +940,52 @@ def _stage(con: duckdb.DuckDBPyConnection, files: list[str], plan: _Plan, names:
     return _finish_stage(con, plan, shape, ent, names, rejects, forced)
 
 
+def _numeric_booleans(con: duckdb.DuckDBPyConnection, files: list[str], shape: _Shape) -> bool:
+    """Whether any page holds a JSON true/false for a column read as a number: DuckDB's JSON
+    reader turns those into 1/0 without a word, so such a read goes the lenient way, where
+    they are rejected instead (`_find_rejects`). One regex scan of the page text."""
+    numeric = sorted({c.name for c in shape.cols if _is_numeric_type(c.read_type)})
+    if not numeric or not files:
+        return False
+    pattern = '"(' + "|".join(re.escape(n) for n in numeric) + ')"\\s*:\\s*(true|false)\\b'
+    row = con.execute("SELECT count(*) FROM read_text($files) WHERE regexp_matches(content, $p)",
+                      {"files": files, "p": pattern}).fetchone()
+    return bool(row and row[0])
+
+
+NULL_KEY_PREFIX = "(null key) "
+
+
+def _reject_null_keys(con: duckdb.DuckDBPyConnection, plan: _Plan, ent: str, names: _Names,
+                      rejects: str | None) -> str | None:
+    """Records SAP sent with a null key cannot land (nothing to merge on): each is listed in
+    sap_meta.rejected_values as '(null key) record N of the extract' instead of vanishing."""
+    keys = _entity_key(plan)
+    missing = " OR ".join(f"{q(k)} IS NULL" for k in keys)
+    n = con.execute(f"SELECT count(*) FROM {q(ent)} WHERE {missing}").fetchone()[0]
+    if not n:
+        return rejects
+    if rejects is not None and con.execute(
+            f"SELECT count(*) FROM {q(rejects)} WHERE column_name IN "
+            f"({', '.join(lit(k) for k in keys)})").fetchone()[0]:
+        return rejects  # the lenient read listed unreadable keys with their raw text already
+    if rejects is None:
+        rejects = names("rejects")
+        con.execute(f"CREATE TEMP TABLE {q(rejects)} (table_name VARCHAR, record_key VARCHAR, "
+                    "column_name VARCHAR, raw_value VARCHAR)")
+    con.execute(
+        f"INSERT INTO {q(rejects)} SELECT {lit(plan.main.table)}, {lit(NULL_KEY_PREFIX)} || "
+        f"'record ' || pos || ' of the extract', {lit(', '.join(keys))}, NULL FROM ("
+        f"SELECT row_number() OVER (ORDER BY _page, _pos) AS pos, {missing} AS bad FROM {q(ent)}) "
+        "WHERE bad")
+    _log.warning("%s: %d record(s) with a null key (%s) listed in sap_meta.rejected_values",
+                 plan.main.table, n, ", ".join(keys))
+    return rejects
+
+
 def _finish_stage(con: duckdb.DuckDBPyConnection, plan: _Plan, shape: _Shape, ent: str,
                   names: _Names, rejects: str | None, forced: dict[str, dict[str, str]]) -> _Staged:
+    rejects = _reject_null_keys(con, plan, ent, names, rejects)
     _dedupe(con, ent, _entity_key(plan), _dedupe_order(c.name for c in shape.cols))
     for coll, cols in list(shape.collections.items()):
         if cols is None:
@@ -1052,11 +1100,19 @@ def _find_rejects(con: duckdb.DuckDBPyConnection, files: list[str], plan: _Plan,
         for col in shape.cols:
             if col.read_type == "VARCHAR":
                 continue
+            # a JSON true/false read as a number is 1/0: rejected too, and set to NULL
+            boolean = (f"s._e.{q(col.name)} IN ('true', 'false')"
+                       if _is_numeric_type(col.read_type) else "false")
             con.execute(
                 f"INSERT INTO {q(rejects)} SELECT {lit(main.table)}, {key_txt}, {lit(col.name)}, "
                 f"s._e.{q(col.name)} FROM {q(ent)} r JOIN {q(shadow)} s USING (_page, _pos) "
-                f"WHERE s._e.{q(col.name)} IS NOT NULL AND r.{q(col.name)} IS NULL"
+                f"WHERE s._e.{q(col.name)} IS NOT NULL AND (r.{q(col.name)} IS NULL OR {boolean})"
             )
+            if boolean != "false":
+                con.execute(
+                    f"UPDATE {q(ent)} r SET {q(col.name)} = NULL FROM {q(shadow)} s "
+                    f"WHERE r._page = s._page AND r._pos = s._pos AND {boolean}"
+                )
     targets = [main] if main.collection else list(plan.children)
     for target in targets:
         cols = shape.collections.get(target.collection)  # type: ignore[arg-type]
@@ -1411,7 +1467,7 @@ def _merge_all(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged, res
     for target in plan.targets:
         if target.history:
             _history(con, plan, target, changed, now, every=target.table in empty_before)
-    _clear_rejects(con, plan, staged)
+    _clear_rejects(con, plan, staged, full_read=result.read == "full")
     if staged.rejects:
         _record_rejects(con, plan, staged, now, result)
     for target in plan.targets:
@@ -1574,12 +1630,20 @@ def _history(con: duckdb.DuckDBPyConnection, plan: _Plan, target: _Target, chang
     )
 
 
-def _clear_rejects(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged) -> None:
+def _clear_rejects(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Staged,
+                   full_read: bool = True) -> None:
     """Records read again lose their old reject entries (SAP may have fixed the value)."""
     for target in plan.targets:
         if not con.execute("SELECT count(*) FROM sap_meta.rejected_values WHERE table_name = ?",
                            [target.table]).fetchone()[0]:
             continue
+        # null-key records have no identity: each full read lists the ones it still sees
+        relisted = bool(staged.rejects) and con.execute(
+            f"SELECT count(*) FROM {q(staged.rejects)} WHERE table_name = ? AND "  # type: ignore[arg-type]
+            "starts_with(record_key, ?)", [target.table, NULL_KEY_PREFIX]).fetchone()[0] > 0
+        if full_read or relisted:
+            con.execute("DELETE FROM sap_meta.rejected_values WHERE table_name = ? AND "
+                        "starts_with(record_key, ?)", [target.table, NULL_KEY_PREFIX])
         key_txt = " || '|' || ".join(f"coalesce(CAST({q(k)} AS VARCHAR), '')" for k in target.key)
         con.execute(
             f"DELETE FROM sap_meta.rejected_values WHERE table_name = ? AND record_key IN "

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sap_ometria_assets.lib.ometria_models import ISO_4217_CODES
+from sap_ometria_assets.lib.safe_yaml import YamlLimitError, describe_error, load_yaml_file, short_repr
 
 
 class MappingError(ValueError):
@@ -308,7 +309,7 @@ def parse_mapping(data: Any, source: str = "<mapping>") -> Mapping:
         for err in exc.errors():
             path = _key_path(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {path}: {msg} (got {err.get('input')!r})")
+            lines.append(f"{source}: {path}: {msg} (got {short_repr(err.get('input'))})")
         raise MappingError("Invalid mapping file\n" + "\n".join(lines)) from None
     return mapping.model_copy(update={"source": source})
 
@@ -321,17 +322,13 @@ def load_mapping(path: str | Path | None = None) -> Mapping:
         path = get_settings().mapping_path
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = load_yaml_file(path)
     except FileNotFoundError:
         raise MappingError(f"{path}: mapping file not found (set SAP_OMETRIA_MAPPING)") from None
     except OSError as exc:
         raise MappingError(f"{path}: cannot read mapping file: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise MappingError(f"{path}:{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except (yaml.YAMLError, YamlLimitError, UnicodeDecodeError) as exc:
+        raise MappingError(f"{path}: not valid YAML: {describe_error(exc)}") from None
     return parse_mapping(data, source=str(path))
 
 

@@ -11,6 +11,7 @@ failing the run, and says which file was locked when it finally gives up.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +77,68 @@ def connect(path: str | Path, read_only: bool = False, wait_s: float | None = No
         yield con
     finally:
         con.close()
+
+
+class WarehouseUnusableError(RuntimeError):
+    """The warehouse file (or its folder) cannot be used: the message names it and what to do."""
+
+
+# A DuckDB file is 3 header blocks of 4 KiB, then `total_blocks` blocks of `block_size`.
+_DUCKDB_HEADER_BYTES = 3 * 4096
+
+
+def check_usable(path: str | Path) -> None:
+    """Refuse, before any step writes, a warehouse that cannot work: a folder that is not one or
+    is not writable, a file that is not DuckDB, corrupt, or shorter than its own header says
+    (truncated by a full disk or a bad copy: DuckDB opens some of those and fails steps later).
+    Cheap: an open, one catalogue query and a size comparison. A file locked by a running sync
+    is not checked here (that run has it open, so it opened)."""
+    path = Path(path)
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise WarehouseUnusableError(
+            f"warehouse folder {folder} is a file, not a directory: move it away or set "
+            "SAP_OMETRIA_DUCKDB_PATH to a file in a writable directory")
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise WarehouseUnusableError(
+            f"warehouse folder {folder} is not writable (checked {probe}): fix its permissions "
+            "or set SAP_OMETRIA_DUCKDB_PATH to a file in a writable directory")
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise WarehouseUnusableError(f"warehouse {path} is not a file: move it away")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise WarehouseUnusableError(f"warehouse {path} is not readable and writable: fix its "
+                                     "permissions")
+    what_to_do = (f"restore {path} from a backup, or move it away so the next sync rebuilds "
+                  "the warehouse from SAP (a full re-read; Ometria's push ledger restarts)")
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        text = str(exc)
+        if "lock" in text.lower():
+            return
+        raise WarehouseUnusableError(
+            f"warehouse {path} is not a usable DuckDB file ({text.splitlines()[0][:200]}): "
+            f"{what_to_do}") from None
+    try:
+        con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
+        blocks, block_size = con.execute(
+            "SELECT total_blocks, block_size FROM pragma_database_size()").fetchall()[0]
+    except duckdb.Error as exc:
+        raise WarehouseUnusableError(
+            f"warehouse {path} is corrupt ({str(exc).splitlines()[0][:200]}): {what_to_do}") from None
+    finally:
+        con.close()
+    expected = _DUCKDB_HEADER_BYTES + int(blocks) * int(block_size)
+    size = path.stat().st_size
+    if size < expected:
+        raise WarehouseUnusableError(
+            f"warehouse {path} is truncated ({size} bytes, its header says {expected}): "
+            f"{what_to_do}")
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

@@ -115,7 +115,7 @@ def build_world(con: duckdb.DuckDBPyConnection) -> None:
         if table == "ocrd":
             extra = {"U_LoyaltyTier": "VARCHAR", "U_AcquisitionSource": "VARCHAR"}
         if table == "ordr":
-            extra = {"U_SalesChannel": "VARCHAR"}
+            extra = {"U_SalesChannel": "VARCHAR", "U_PromoCode": "VARCHAR"}
         create_sap_table(con, table, extra)
 
     insert(con, "sap_raw", "cufd", [

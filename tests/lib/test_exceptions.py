@@ -104,6 +104,13 @@ FIRES = [
     ("currency_unmapped",
      sql("UPDATE sap_raw.ordr SET DocCurrency = 'SFR' WHERE DocEntry = 2"),
      {("order", "2")}),
+    ("document_date_implausible",
+     sql("UPDATE sap_raw.ordr SET DocDate = DATE '1899-12-30' WHERE DocEntry = 2",
+         "UPDATE sap_raw.ordr SET DocDate = DATE '2025-03-11' WHERE DocEntry = 3"),  # T0 + 1y + 1d
+     {("order", "2"), ("order", "3")}),
+    ("udf_not_served",
+     sql("ALTER TABLE sap_raw.ordr DROP COLUMN U_PromoCode"),
+     {("record", "ORDR.U_PromoCode")}),
     ("order_total_mismatch",
      sql("UPDATE sap_raw.ordr SET DocTotal = 25 WHERE DocEntry = 4"),
      {("order", "4")}),
@@ -158,6 +165,12 @@ QUIET = [
     ("currency_unmapped",
      sql("UPDATE sap_raw.ordr SET DocCurrency = 'US$' WHERE DocEntry = 2",  # in the map
          "UPDATE sap_raw.orin SET DocCurrency = 'CHF'")),  # ISO code, passes through
+    ("document_date_implausible",
+     sql("UPDATE sap_raw.ordr SET DocDate = DATE '1990-01-01' WHERE DocEntry = 2",
+         "UPDATE sap_raw.ordr SET DocDate = DATE '2025-03-10' WHERE DocEntry = 3")),  # T0 + 1y
+    ("udf_not_served",  # not declared by SAP: a mapping problem, not this rule's
+     sql("ALTER TABLE sap_raw.ordr DROP COLUMN U_PromoCode",
+         "DELETE FROM sap_raw.cufd WHERE Name = 'PromoCode'")),
     ("order_total_mismatch",
      sql("UPDATE sap_raw.ordr SET DocTotal = 21.604 WHERE DocEntry = 4")),  # within 0.01
     ("credit_memo_unlinked",
@@ -246,7 +259,7 @@ def test_impact_is_the_money_at_stake(con):
     con.execute("UPDATE sap_raw.ocrd SET EmailAddress = 'alice@' WHERE CardCode = 'C001'")
     con.execute("UPDATE sap_raw.oitw SET Committed = 8 WHERE ItemCode = 'SKU2' AND WarehouseCode = '01'")
     con.execute("UPDATE sap_raw.ordr SET DocTotal = 25 WHERE DocEntry = 4")
-    FIRES[11][1](con)  # a second credit memo of 40 on order 1 (54): 10 over
+    dict((f[0], f[1]) for f in FIRES)["credit_memo_exceeds_order"](con)  # a second credit memo of 40 on order 1 (54): 10 over
     run(con)
     impacts = dict(con.execute(
         "SELECT rule || ':' || record_key, impact FROM ops.sync_exceptions").fetchall())

@@ -237,3 +237,17 @@ def test_every_pushable_order_passes_the_model(mapping):
     out = build(mapping, headers, lines)
     assert out.height == 29 and out["held_back_reason"].null_count() == 29
     assert validate_payloads("orders", out["payload"]).null_count() == 29
+
+
+def test_a_quantity_zero_line_with_an_amount_invents_no_discount(mapping):
+    """issue 11: a 0-quantity line priced 5.00 came out with a 5.00 'discount'."""
+    charge = line(1, 2, "MUG", 0, D("8.50"), LineTotal=D("5.00"), TaxTotal=D("1.00"),
+                  GrossTotal=D("6.00"))
+    head = order(1, DocNum=5001, DocTotal=D("60.00"), VatSum=D("10.00"), DiscountPercent=10,
+                 TotalDiscount=D("4.45"))
+    out = build(mapping, [head], [*LINES_1, charge], [freight(1, "4.95", "0.99")])
+    p = payload(out, "SO-1")
+    zero = next(li for li in p["lineitems"] if li.get("quantity") == 0)
+    assert zero.get("discount", 0) == 0
+    assert zero["subtotal"] == 5.0
+    assert row(out, "SO-1")["held_back_reason"] is None

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import datetime as dt
 import hashlib
+import logging
 
 import phonenumbers
 import polars as pl
@@ -72,6 +74,9 @@ def with_optional(df: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataF
 # ---------------------------------------------------------------------------------------------
 # Values
 # ---------------------------------------------------------------------------------------------
+
+_log = logging.getLogger(__name__)
+
 
 def text(col: str | pl.Expr) -> pl.Expr:
     """Trimmed text; blank becomes null."""
@@ -250,6 +255,21 @@ def id_from_template(template: str, key: pl.Expr) -> pl.Expr:
     return pl.concat_str([pl.lit(prefix), key.cast(pl.String), pl.lit(suffix)])
 
 
+EARLIEST_DOC_DATE = dt.date(1990, 1, 1)
+
+
+def implausible_doc_date(doc_date: pl.Expr, today: dt.date | None = None) -> pl.Expr:
+    """'implausible_doc_date' for a document dated before 1990 (1899-12-30 is the OLE zero date
+    a cleared field leaves) or more than a year after today; null otherwise."""
+    today = today or dt.date.today()
+    try:
+        latest = today.replace(year=today.year + 1)
+    except ValueError:  # 29 February
+        latest = today.replace(year=today.year + 1, day=28)
+    d = doc_date.cast(pl.Date, strict=False)
+    return pl.when((d < EARLIEST_DOC_DATE) | (d > latest)).then(pl.lit("implausible_doc_date"))
+
+
 def join_reasons(*exprs: pl.Expr) -> pl.Expr:
     joined = pl.concat_str(list(exprs), separator="; ", ignore_nulls=True)
     return pl.when(joined.str.len_chars() > 0).then(joined)
@@ -286,6 +306,25 @@ _EMAIL_RE = EMAIL
 _PREFIXES = r"(?i)^(mr|mrs|ms|miss|mx|dr|prof|sir|dame|lady|lord|rev)\.?$"
 
 
+def rfc_valid_emails(emails: pl.Series) -> pl.Series:
+    """Whether each address is valid by RFC 5321/5322 and the rules mail systems apply (no
+    leading, trailing or doubled dots, no control or zero-width characters...), checked by the
+    email-validator library without DNS. Each distinct address is checked once."""
+    from email_validator import EmailNotValidError, validate_email
+
+    distinct = emails.drop_nulls().unique()
+    verdicts = {}
+    for address in distinct.to_list():
+        try:
+            validate_email(address, check_deliverability=False)
+            verdicts[address] = True
+        except EmailNotValidError:
+            verdicts[address] = False
+    if not verdicts:
+        return pl.Series(emails.name, [None] * len(emails), dtype=pl.Boolean)
+    return emails.replace_strict(verdicts, default=None, return_dtype=pl.Boolean)
+
+
 def email_columns(raw: pl.Expr, lowercase: bool) -> tuple[pl.Expr, pl.Expr]:
     """(normalised email or null, status 'valid' | 'invalid' | 'missing')."""
     s = text(raw)
@@ -294,7 +333,8 @@ def email_columns(raw: pl.Expr, lowercase: bool) -> tuple[pl.Expr, pl.Expr]:
     normal = pl.when(domain.is_not_null()).then(pl.concat_str([local, pl.lit("@"), domain.str.to_lowercase()])).otherwise(s)
     if lowercase:
         normal = normal.str.to_lowercase()
-    valid = normal.str.contains(_EMAIL_RE) & (normal.str.len_bytes() <= 254)
+    valid = (normal.str.contains(_EMAIL_RE) & (normal.str.len_bytes() <= 254)
+             & normal.map_batches(rfc_valid_emails, return_dtype=pl.Boolean))
     status = (
         pl.when(s.is_null()).then(pl.lit("missing"))
         .when(valid).then(pl.lit("valid"))
@@ -469,12 +509,22 @@ def udf_value(m: UdfMapping, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
 def udf_fields(df: pl.DataFrame, mappings: Sequence[UdfMapping], table: str) -> tuple[
     dict[str, pl.Expr], dict[str, pl.Expr], list[pl.Expr]
 ]:
-    """Expressions for mapped UDFs: (properties by name, standard fields by name, warnings)."""
-    require_columns(df, table, [m.sap_field for m in mappings])
+    """Expressions for mapped UDFs: (properties by name, standard fields by name, warnings).
+
+    A mapped UDF the table does not have is left out (its property is not sent) rather than
+    failing the asset: SAP lists a new UDF in UserFieldsMD before the Service Layer serves it
+    (until SL restarts), and mapping against SAP's declared UDFs is checked elsewhere
+    (mapping.validate_against_cufd). The `udf_not_served` exception rule lists it."""
     props: dict[str, pl.Expr] = {}
     fields: dict[str, pl.Expr] = {}
     warns: list[pl.Expr] = []
+    missing = [m.sap_field for m in mappings if m.sap_field not in df.columns]
+    if missing:
+        _log.warning("%s: mapped UDF(s) %s not served by SAP: left out (udf_not_served)",
+                     table, ", ".join(missing))
     for m in mappings:
+        if m.sap_field in missing:
+            continue
         value, warning = udf_value(m, df.schema[m.sap_field])
         (props if m.ometria_property else fields)[m.target] = value
         warns.append(warning)

@@ -37,6 +37,7 @@ from sap_ometria_assets.lib.transforms.common import (
     email_columns,
     finalize,
     id_from_template,
+    implausible_doc_date,
     join_reasons,
     money,
     money_out,
@@ -235,8 +236,11 @@ def prepare_documents(
     # Unit price x quantity is the pre-discount subtotal, unless the line is priced in another
     # currency than the document (then LineTotal is the only amount in document currency).
     unit_sub_c = cents(pl.col("_unit") * pl.col("_qty"), DEC)
+    # A quantity-0 line (a charge or a note line with an amount) has no unit x quantity to
+    # discount from: its subtotal is its net amount, so no discount is invented.
     ln = ln.with_columns(
-        pl.when(pl.col("_same_ccy") & pl.col("_unit").is_not_null()).then(unit_sub_c).otherwise(pl.col("_net_c"))
+        pl.when(pl.col("_same_ccy") & pl.col("_unit").is_not_null() & (pl.col("_qty") != 0))
+        .then(unit_sub_c).otherwise(pl.col("_net_c"))
         .alias("_subtotal_c"),
         pl.when(pl.col("_same_ccy") & pl.col("_unit").is_not_null()).then(cents(pl.col("_unit"), DEC))
         .otherwise(pl.when(pl.col("_qty") != 0).then(cents(pl.col("_net_c").cast(DEC) / 100 / pl.col("_qty"), DEC)))
@@ -288,6 +292,7 @@ def prepare_documents(
             pl.when(pl.col("_entry").is_null()).then(pl.lit("missing_sap_key")),
             pl.col("_currency_reason"),
             pl.when(pl.col("_ts").is_null()).then(pl.lit("missing_doc_date")),
+            implausible_doc_date(pl.col("DocDate")),
             pl.when(pl.col("_grand_c").is_null() | pl.col("_tax_c").is_null()
                     | pl.col("_bad_lines").fill_null(False) | pl.col("_bad_shipping").fill_null(False)
                     | pl.col("_bad_qty_any").fill_null(False))
