@@ -8,7 +8,7 @@ baselines, written to `benchmarks/results.md` (and `results.json`).
 Per scale, in a fresh temp directory (removed at the end; `--keep` keeps it):
  1. the SAP B1 emulator host generates the company (stage 1, timed in that process) and
     pre-renders its JSON, so landing times serving, not the emulator's rendering;
- 2. land every table over HTTP (the real client and `lib/landing.py`, via the sap_raw assets);
+ 2. land every table over HTTP (the real client and `lib/landing/land.py`, via the sap_raw assets);
     baselines on the same Orders pages: save them, DuckDB `read_json` over them, dlt `rest_api`;
  3. build ometria/* (the assets); 5a. push delta + serialisation (`push_feed` dry run on a copy);
     5b. push over HTTP to the Ometria emulator (rate limit off); 4. read-back, then asset checks,

@@ -82,7 +82,7 @@ def stage_dagster(args: argparse.Namespace) -> dict[str, Any]:
     import dagster as dg
 
     from sap_ometria_assets.definitions import defs as build_defs
-    from sap_ometria_assets.lib.ometria_client import OmetriaResource
+    from sap_ometria_assets.lib.ometria.client import OmetriaResource
 
     loaded = build_defs()
     job = dg.define_asset_job(f"bench_{args.phase}", selection=_selection(args.phase))
@@ -128,8 +128,8 @@ def stage_dagster(args: argparse.Namespace) -> dict[str, Any]:
 
 def _http_seconds(run_id: str) -> dict[str, float]:
     """Time spent waiting on Ometria's answers, per feed (the rest of a push is ours)."""
-    from sap_ometria_assets.lib.settings import get_settings
-    from sap_ometria_assets.lib.warehouse import connect
+    from sap_ometria_assets.lib.config.settings import get_settings
+    from sap_ometria_assets.lib.warehouse.db import connect
 
     with connect(get_settings().duckdb_path, read_only=True) as con:
         rows = con.execute(
@@ -142,9 +142,9 @@ def _http_seconds(run_id: str) -> dict[str, float]:
 # Push without HTTP: delta computation + serialisation
 # ---------------------------------------------------------------------------------------------
 def stage_push_dry(args: argparse.Namespace) -> dict[str, Any]:
-    from sap_ometria_assets.lib.push import push_feed
-    from sap_ometria_assets.lib.settings import get_settings
-    from sap_ometria_assets.lib.warehouse import connect
+    from sap_ometria_assets.lib.push.feed import push_feed
+    from sap_ometria_assets.lib.config.settings import get_settings
+    from sap_ometria_assets.lib.warehouse.db import connect
 
     settings = get_settings()
     work = Path(args.workdir)
@@ -188,8 +188,8 @@ def _pushable(con, feed: str):
 def stage_hashes(args: argparse.Namespace) -> dict[str, Any]:
     import polars as pl
 
-    from sap_ometria_assets.lib.settings import get_settings
-    from sap_ometria_assets.lib.warehouse import connect
+    from sap_ometria_assets.lib.config.settings import get_settings
+    from sap_ometria_assets.lib.warehouse.db import connect
 
     folder = Path(args.workdir) / "hashes_before"
     folder.mkdir(parents=True, exist_ok=True)
@@ -209,7 +209,7 @@ def stage_hashes(args: argparse.Namespace) -> dict[str, Any]:
             diff = after.join(before, on=["id", "payload_hash"], how="anti")
             changed_ids[feed] = diff["id"]
             out[feed] = {"pushable": after.height, "changed": diff.height}
-        # A stock flag is sent again after its product was re-sent whole (lib/push.py rule).
+        # A stock flag is sent again after its product was re-sent whole (lib/push/feed.py rule).
         stock_ids = _pushable(con, "stock")["id"]
         resent = stock_ids.filter(stock_ids.is_in(changed_ids["products"]) | stock_ids.is_in(changed_ids["stock"]))
         out["stock"]["changed_including_product_resends"] = resent.len()
@@ -224,8 +224,8 @@ def stage_hashes(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 def stage_pages(args: argparse.Namespace) -> dict[str, Any]:
     """Save the Orders pages exactly as our landing reads them (client, page size, order)."""
-    from sap_ometria_assets.lib.sap_client import SapB1Client
-    from sap_ometria_assets.lib.settings import get_settings
+    from sap_ometria_assets.lib.sap.client import SapB1Client
+    from sap_ometria_assets.lib.config.settings import get_settings
 
     folder = Path(args.workdir) / "orders_pages"
     shutil.rmtree(folder, ignore_errors=True)
@@ -273,7 +273,7 @@ def stage_dlt(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
     from dlt.sources.rest_api import rest_api_source
 
-    from sap_ometria_assets.lib.settings import get_settings
+    from sap_ometria_assets.lib.config.settings import get_settings
 
     settings = get_settings()
     work = Path(args.workdir) / "dlt"

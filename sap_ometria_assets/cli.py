@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from sap_ometria_assets.lib.settings import PROJECT_ROOT, SettingsError, get_settings
+from sap_ometria_assets.lib.config.settings import PROJECT_ROOT, SettingsError, get_settings
 
 # Variables that would point the demo at real systems; `demo` blanks them (an empty value
 # beats a `.env` file) so the demo always runs on the embedded emulators.
@@ -123,8 +123,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def _refuse_unusable_warehouse(settings) -> int | None:
     """Check the warehouse before any step writes into it (see warehouse.check_usable): a bad
     one stops the sync with its cause, an alert and exit code 3."""
-    from sap_ometria_assets.lib.alerts import make_alert, raise_alerts
-    from sap_ometria_assets.lib.warehouse import WarehouseUnusableError, check_usable
+    from sap_ometria_assets.lib.automation.alerts import make_alert, raise_alerts
+    from sap_ometria_assets.lib.warehouse.db import WarehouseUnusableError, check_usable
 
     try:
         check_usable(settings.duckdb_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from sap_ometria_assets.lib.drift import apply_freshness
+from sap_ometria_assets.lib.quality.drift import apply_freshness
 
 
 @dg.definitions

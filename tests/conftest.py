@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import httpx
 import pytest
 
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.config.settings import get_settings
 
 
 # Real Service Layer responses (see their README for provenance and licence), shipped with the tests.

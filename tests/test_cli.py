@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from sap_ometria_assets import cli
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.config.settings import get_settings
 
 
 def test_invalid_setting_stops_before_any_work_and_names_the_variable(monkeypatch, capsys):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from sap_ometria_assets.lib.sap_tables import all_table_names
+from sap_ometria_assets.lib.sap.tables import all_table_names
 
 OMETRIA = {"contacts", "orders", "refunds", "products", "stock"}
 PUSH = {"contacts", "products", "orders", "stock", "errors"}
@@ -114,8 +114,8 @@ def test_deletion_scan_job_turns_the_scan_on(defs):
 
 def test_operations_guide_covers_every_rule_check_and_automation(defs):
     """docs/operations.md is the handover guide: nothing that can fire may be missing from it."""
-    from sap_ometria_assets.lib.exceptions import RULES
-    from sap_ometria_assets.lib.settings import PROJECT_ROOT
+    from sap_ometria_assets.lib.sync_exceptions.rules import RULES
+    from sap_ometria_assets.lib.config.settings import PROJECT_ROOT
 
     guide = (PROJECT_ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     graph = defs.resolve_asset_graph()

@@ -20,9 +20,9 @@ import polars as pl
 import pytest
 
 from sap_ometria_assets.emulators.sap_b1.company import generate_company
-from sap_ometria_assets.lib.checks_config import get_checks_config
-from sap_ometria_assets.lib.exceptions import KEEPS_RECORD_FROM_OMETRIA, RULES, evaluate_exceptions
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.quality.checks_config import get_checks_config
+from sap_ometria_assets.lib.sync_exceptions.rules import KEEPS_RECORD_FROM_OMETRIA, RULES, evaluate_exceptions
+from sap_ometria_assets.lib.config.settings import get_settings
 
 SCALE, SEED = 0.02, 42
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sap_ometria_assets.lib.settings import PROJECT_ROOT
+from sap_ometria_assets.lib.config.settings import PROJECT_ROOT
 
 # Generous: the webserver imports dagster and spawns a code server that imports the project.
 STARTUP_TIMEOUT_S = 120.0

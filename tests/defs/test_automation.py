@@ -18,9 +18,9 @@ import pytest
 
 from sap_ometria_assets.defs.automation import alerting, jobs, schedules, sensors
 from sap_ometria_assets.defs.automation.config import automation_config
-from sap_ometria_assets.lib.sap_tables import all_table_names
-from sap_ometria_assets.lib.settings import SettingsError, get_settings
-from sap_ometria_assets.lib.warehouse import WarehouseResource
+from sap_ometria_assets.lib.sap.tables import all_table_names
+from sap_ometria_assets.lib.config.settings import SettingsError, get_settings
+from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 
 BREAK_CONTRACT = "test/break_contract"
 WARN_CHECK_FAILS = "test/error_check_fails"
@@ -342,7 +342,7 @@ def test_clean_successful_run_raises_nothing(landing_runs, env, webhook):
 
 from pydantic import SecretStr  # noqa: E402
 
-from sap_ometria_assets.lib.sap_client import SapB1Client, SapB1Resource  # noqa: E402
+from sap_ometria_assets.lib.sap.client import SapB1Client, SapB1Resource  # noqa: E402
 from tests.conftest import FAKE_PASSWORD  # noqa: E402
 
 _IN_MEMORY: dict[str, object] = {}
@@ -463,8 +463,8 @@ def test_change_sensor_on_the_demo_company_fires_only_on_change(instance, monkey
     company's clock moves on (new and edited records), quiet again once they are landed."""
     from sap_ometria_assets.emulators.sap_b1.company import generate_company
     from sap_ometria_assets.emulators.sap_b1.server import SapB1Emulator
-    from sap_ometria_assets.lib import warehouse
-    from sap_ometria_assets.lib.landing import land_table
+    from sap_ometria_assets.lib.warehouse import db as warehouse
+    from sap_ometria_assets.lib.landing.land import land_table
 
     monkeypatch.setenv("SAP_B1_PASSWORD", "demo-password")
     settings = get_settings(refresh=True)

@@ -12,14 +12,14 @@ import pytest
 from pydantic import SecretStr
 
 from sap_ometria_assets.defs.backfill import assets as bf
-from sap_ometria_assets.lib import warehouse
-from sap_ometria_assets.lib.landing import land_table
-from sap_ometria_assets.lib.ometria_client import OmetriaResource
-from sap_ometria_assets.lib.partitions import monthly_docdate_partitions, window_for_partition
-from sap_ometria_assets.lib.sap_client import SapB1Client, SapB1Resource
-from sap_ometria_assets.lib.sap_tables import SAP_TABLES, TABLES_BY_NAME
-from sap_ometria_assets.lib.settings import get_settings
-from sap_ometria_assets.lib.warehouse import WarehouseResource
+from sap_ometria_assets.lib.warehouse import db as warehouse
+from sap_ometria_assets.lib.landing.land import land_table
+from sap_ometria_assets.lib.ometria.client import OmetriaResource
+from sap_ometria_assets.lib.automation.partitions import monthly_docdate_partitions, window_for_partition
+from sap_ometria_assets.lib.sap.client import SapB1Client, SapB1Resource
+from sap_ometria_assets.lib.sap.tables import SAP_TABLES, TABLES_BY_NAME
+from sap_ometria_assets.lib.config.settings import get_settings
+from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 from tests.conftest import FAKE_PASSWORD
 
 # --------------------------------------------------------------------------------------------

@@ -26,12 +26,12 @@ from sap_ometria_assets.defs.sap_raw.checks import (  # noqa: E402
     schema_drift_checks,
     volume_result,
 )
-from sap_ometria_assets.lib.checks_config import ChecksConfig  # noqa: E402
-from sap_ometria_assets.lib.drift import Band, VolumeResult  # noqa: E402
-from sap_ometria_assets.lib.exceptions import RULES_BY_ID, evaluate_exceptions  # noqa: E402
-from sap_ometria_assets.lib.ometria_client import OmetriaResource, OmetriaTarget  # noqa: E402
-from sap_ometria_assets.lib.sap_tables import all_table_names, contract_columns  # noqa: E402
-from sap_ometria_assets.lib.warehouse import WarehouseResource  # noqa: E402
+from sap_ometria_assets.lib.quality.checks_config import ChecksConfig  # noqa: E402
+from sap_ometria_assets.lib.quality.drift import Band, VolumeResult  # noqa: E402
+from sap_ometria_assets.lib.sync_exceptions.rules import RULES_BY_ID, evaluate_exceptions  # noqa: E402
+from sap_ometria_assets.lib.ometria.client import OmetriaResource, OmetriaTarget  # noqa: E402
+from sap_ometria_assets.lib.sap.tables import all_table_names, contract_columns  # noqa: E402
+from sap_ometria_assets.lib.warehouse.db import WarehouseResource  # noqa: E402
 
 
 def evaluations(result) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
@@ -62,7 +62,7 @@ class Extract(dg.Config):
 
 def _landing_like(db: str):
     """A stand-in for the ocrd landing: writes the table, the extract's columns and, for a new
-    property, the schema change, as lib/landing.py does."""
+    property, the schema change, as lib/landing/land.py does."""
 
     @dg.asset(key=["sap_raw", "ocrd"], group_name="sap_raw")
     def ocrd(config: Extract) -> None:

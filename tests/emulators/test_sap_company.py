@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from sap_ometria_assets.emulators.sap_b1.company import BASE_NOW, Company, generate_company
-from sap_ometria_assets.lib import sap_tables
+from sap_ometria_assets.lib.sap import tables as sap_tables
 
 SCALE = 0.1
 

@@ -21,7 +21,7 @@ from sap_ometria_assets.emulators.sap_b1 import (
     read_demo_clock,
     stop_embedded_sap,
 )
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.config.settings import get_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "sap"
 LOGIN = {"CompanyDB": "SBODEMOGB", "UserName": "manager", "Password": "demo-password"}

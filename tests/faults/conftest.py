@@ -13,8 +13,9 @@ from faultkit import LAND_AND_TRANSFORM, OMETRIA_KEY, SAP_PASSWORD, SCALE, SEED,
 from sap_ometria_assets.emulators.ometria.server import OmetriaEmulator
 from sap_ometria_assets.emulators.sap_b1.company import Company, generate_company
 from sap_ometria_assets.emulators.sap_b1.server import SapB1Emulator
-from sap_ometria_assets.lib import ometria_client, sap_client
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.ometria import client as ometria_client
+from sap_ometria_assets.lib.sap import client as sap_client
+from sap_ometria_assets.lib.config.settings import get_settings
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def test_a_billion_laughs_yaml_is_refused_quickly_with_a_short_message(tmp_path:
 
 
 def test_an_oversized_mapping_file_is_refused_before_it_is_parsed(tmp_path: Path):
-    from sap_ometria_assets.lib.mapping import MappingError, load_mapping
+    from sap_ometria_assets.lib.ometria.mapping import MappingError, load_mapping
 
     path = tmp_path / "huge.yaml"
     path.write_text("x: [" + "1," * 2_000_000 + "1]\n", encoding="utf-8")
@@ -67,8 +67,8 @@ def test_an_oversized_mapping_file_is_refused_before_it_is_parsed(tmp_path: Path
 
 
 def test_the_shipped_yaml_files_still_load():
-    from sap_ometria_assets.lib.checks_config import load_checks_config
-    from sap_ometria_assets.lib.mapping import load_mapping
+    from sap_ometria_assets.lib.quality.checks_config import load_checks_config
+    from sap_ometria_assets.lib.ometria.mapping import load_mapping
 
     root = Path(__file__).resolve().parents[2] / "data"
     assert load_mapping(root / "mapping.yaml").contacts

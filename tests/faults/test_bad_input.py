@@ -9,10 +9,10 @@ import pytest
 from faultkit import SAP_PASSWORD
 
 from sap_ometria_assets.emulators.sap_b1.server import SapB1Emulator
-from sap_ometria_assets.lib.landing import land_table
-from sap_ometria_assets.lib.sap_client import SapB1Client
-from sap_ometria_assets.lib.sap_tables import TABLES_BY_NAME
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.landing.land import land_table
+from sap_ometria_assets.lib.sap.client import SapB1Client
+from sap_ometria_assets.lib.sap.tables import TABLES_BY_NAME
+from sap_ometria_assets.lib.config.settings import get_settings
 
 
 def test_a_boolean_in_an_amount_column_is_rejected_not_read_as_one(company, tmp_path):

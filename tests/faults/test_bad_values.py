@@ -80,7 +80,7 @@ def env_udf(company_udf_not_served, tmp_path, monkeypatch, ometria, fast_retries
     from faultkit import SAP_PASSWORD, Env
 
     from sap_ometria_assets.emulators.sap_b1.server import SapB1Emulator
-    from sap_ometria_assets.lib.settings import get_settings
+    from sap_ometria_assets.lib.config.settings import get_settings
 
     with SapB1Emulator(company_udf_not_served, password=SAP_PASSWORD, admin=True) as emu:
         e = Env(tmp_path, emu, ometria, fast_retries)

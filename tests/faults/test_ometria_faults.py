@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from faultkit import PUSH, assert_nothing_lost, query, run_sync
 
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.config.settings import get_settings
 
 
 def test_throttling_with_retry_after_is_waited_out(push_env):

@@ -18,8 +18,8 @@ from ometria_proxy import OmetriaProxy
 
 from sap_ometria_assets import cli
 from sap_ometria_assets.defs.automation.alerting import alerts_for_run
-from sap_ometria_assets.lib import settings as settings_module
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.config import settings as settings_module
+from sap_ometria_assets.lib.config.settings import get_settings
 
 
 @pytest.fixture

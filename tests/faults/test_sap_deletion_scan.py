@@ -16,7 +16,7 @@ import yaml
 from faultkit import SYNC, Run, _job, assert_nothing_lost, query
 
 from sap_ometria_assets.defs.automation.jobs import deletion_scan_run_config
-from sap_ometria_assets.lib.settings import PROJECT_ROOT, get_settings
+from sap_ometria_assets.lib.config.settings import PROJECT_ROOT, get_settings
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
         "host"}

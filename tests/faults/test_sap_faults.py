@@ -7,7 +7,7 @@ import re
 
 from faultkit import assert_nothing_lost, query, run_sync
 
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.config.settings import get_settings
 
 EXPIRE_AFTER = 8  # the 9th data request: page 3 of the delivery notes
 

@@ -8,8 +8,8 @@ from datetime import date, datetime, time, timedelta
 import polars as pl
 from faultkit import assert_nothing_lost, query, run_sync
 
-from sap_ometria_assets.lib.landing import future_limit
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.landing.land import future_limit
+from sap_ometria_assets.lib.config.settings import get_settings
 
 
 def _edit(company, code: str, day: date, at: time, name: str):

@@ -14,8 +14,8 @@ import pytest
 from faultkit import assert_nothing_lost, run_sync
 from pydantic import SecretStr
 
-from sap_ometria_assets.lib.sap_client import SapB1Client, SapB1Error
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.sap.client import SapB1Client, SapB1Error
+from sap_ometria_assets.lib.config.settings import get_settings
 
 PREFIX = "/ServiceLayer"
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",

@@ -8,7 +8,7 @@ import tempfile
 
 from faultkit import assert_nothing_lost, run_sync
 
-from sap_ometria_assets.lib import landing
+from sap_ometria_assets.lib.landing import land as landing
 
 
 def test_raw_pages_stay_private_and_a_killed_runs_pages_go_at_the_next_start(env, company,

@@ -15,11 +15,11 @@ import dagster as dg
 import duckdb
 from faultkit import OMETRIA_KEY, PUSH, SAP_PASSWORD, SYNC, assert_nothing_lost, run_sync
 
-from sap_ometria_assets.lib import ometria_models
-from sap_ometria_assets.lib.mapping import load_mapping
-from sap_ometria_assets.lib.ometria_client import OmetriaClient, OmetriaResource
-from sap_ometria_assets.lib.sap_client import SapB1Client, _settings_kwargs
-from sap_ometria_assets.lib.settings import PROJECT_ROOT, Settings, get_settings
+from sap_ometria_assets.lib.ometria import models as ometria_models
+from sap_ometria_assets.lib.ometria.mapping import load_mapping
+from sap_ometria_assets.lib.ometria.client import OmetriaClient, OmetriaResource
+from sap_ometria_assets.lib.sap.client import SapB1Client, _settings_kwargs
+from sap_ometria_assets.lib.config.settings import PROJECT_ROOT, Settings, get_settings
 
 SECRETS = (SAP_PASSWORD, OMETRIA_KEY)
 

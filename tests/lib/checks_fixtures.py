@@ -19,10 +19,10 @@ from decimal import Decimal
 
 import duckdb
 
-from sap_ometria_assets.lib.checks_config import ChecksConfig, MappingFacts
-from sap_ometria_assets.lib.exceptions import OMETRIA_COLUMNS, SAP_META_COLUMNS, q
-from sap_ometria_assets.lib.push import ensure_push_tables
-from sap_ometria_assets.lib.sap_tables import all_table_names, contract_columns
+from sap_ometria_assets.lib.quality.checks_config import ChecksConfig, MappingFacts
+from sap_ometria_assets.lib.sync_exceptions.rules import OMETRIA_COLUMNS, SAP_META_COLUMNS, q
+from sap_ometria_assets.lib.push.feed import ensure_push_tables
+from sap_ometria_assets.lib.sap.tables import all_table_names, contract_columns
 
 T0 = datetime(2024, 3, 10, 9, 0, tzinfo=timezone.utc)
 
@@ -259,7 +259,7 @@ def acknowledge_all(con: duckdb.DuckDBPyConnection, at: datetime, request_prefix
 
 
 def snapshot_from_ometria_tables(con: duckdb.DuckDBPyConnection, at: datetime) -> None:
-    from sap_ometria_assets.lib.recon import write_snapshot
+    from sap_ometria_assets.lib.recon.views import write_snapshot
 
     rows = con.execute("""
         SELECT record_type, id, payload FROM ometria.contacts WHERE held_back_reason IS NULL

@@ -1,5 +1,5 @@
 """Hand-written SAP fixtures shaped exactly like the sap_raw tables (contract columns and types
-from lib/sap_tables.py, landing metadata columns, UDF columns), for the Ometria transform tests."""
+from lib/sap/tables.py, landing metadata columns, UDF columns), for the Ometria transform tests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import polars as pl
 
-from sap_ometria_assets.lib.sap_tables import CHILDREN_BY_NAME, TABLES_BY_NAME, contract_columns
+from sap_ometria_assets.lib.sap.tables import CHILDREN_BY_NAME, TABLES_BY_NAME, contract_columns
 
 _DUCK_TO_POLARS = {
     "DECIMAL(19,6)": pl.Decimal(19, 6),

@@ -14,8 +14,8 @@ import duckdb
 import pytest
 from pydantic import SecretStr
 
-from sap_ometria_assets.lib import alerts as alerts_lib
-from sap_ometria_assets.lib.alerts import (
+from sap_ometria_assets.lib.automation import alerts as alerts_lib
+from sap_ometria_assets.lib.automation.alerts import (
     AlertSpool,
     flush_alerts,
     make_alert,

@@ -7,13 +7,13 @@ import duckdb
 import pytest
 from checks_fixtures import create_sap_table, insert
 
-from sap_ometria_assets.lib.contracts import (
+from sap_ometria_assets.lib.quality.contracts import (
     check_contract,
     normalise_type,
     schema_drift,
     types_compatible,
 )
-from sap_ometria_assets.lib.sap_tables import contract_columns
+from sap_ometria_assets.lib.sap.tables import contract_columns
 
 T = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -8,15 +8,15 @@ import duckdb
 import pytest
 from checks_fixtures import create_sap_table, insert
 
-from sap_ometria_assets.lib.checks_config import (
+from sap_ometria_assets.lib.quality.checks_config import (
     ChecksConfig,
     ChecksConfigError,
     TrendSettings,
     VolumeSettings,
     load_checks_config,
 )
-from sap_ometria_assets.lib.drift import apply_freshness, create_trend_views, exception_trends, order_volume
-from sap_ometria_assets.lib.exceptions import ensure_tables
+from sap_ometria_assets.lib.quality.drift import apply_freshness, create_trend_views, exception_trends, order_volume
+from sap_ometria_assets.lib.sync_exceptions.rules import ensure_tables
 
 LONDON = timezone(timedelta(hours=1))
 

@@ -16,8 +16,8 @@ from checks_fixtures import (
     world,
 )
 
-from sap_ometria_assets.lib.checks_config import ChecksConfig
-from sap_ometria_assets.lib.exceptions import RULES, RULES_BY_ID, Rule, evaluate_exceptions, rules_markdown
+from sap_ometria_assets.lib.quality.checks_config import ChecksConfig
+from sap_ometria_assets.lib.sync_exceptions.rules import RULES, RULES_BY_ID, Rule, evaluate_exceptions, rules_markdown
 
 
 @pytest.fixture

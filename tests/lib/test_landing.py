@@ -13,15 +13,15 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from sap_ometria_assets.lib.landing import (
+from sap_ometria_assets.lib.landing.land import (
     LandingError,
     Watermark,
     incremental_filter,
     land_table,
 )
-from sap_ometria_assets.lib.sap_client import SapB1Client, SapB1Error
-from sap_ometria_assets.lib.sap_tables import TABLES_BY_NAME
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.sap.client import SapB1Client, SapB1Error
+from sap_ometria_assets.lib.sap.tables import TABLES_BY_NAME
+from sap_ometria_assets.lib.config.settings import get_settings
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -511,7 +511,7 @@ def test_a_property_whose_values_change_kind_widens_its_column_and_keeps_every_v
 # ---------------------------------------------------------------------------------------------
 def test_end_to_end_against_the_emulator_lands_everything_then_only_changes(tmp_path):
     from sap_ometria_assets.emulators.sap_b1 import SapB1Emulator, generate_company
-    from sap_ometria_assets.lib.sap_tables import SAP_TABLES, all_table_names
+    from sap_ometria_assets.lib.sap.tables import SAP_TABLES, all_table_names
 
     def land_all(emulator, now):
         with SapB1Client(emulator.url, emulator.company_db, emulator.username,

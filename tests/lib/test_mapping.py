@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from sap_frames import cufd, frame
-from sap_ometria_assets.lib.mapping import MappingError, load_mapping, parse_mapping, validate_against_cufd
-from sap_ometria_assets.lib.settings import PROJECT_ROOT, get_settings
+from sap_ometria_assets.lib.ometria.mapping import MappingError, load_mapping, parse_mapping, validate_against_cufd
+from sap_ometria_assets.lib.config.settings import PROJECT_ROOT, get_settings
 
 DEFAULT = PROJECT_ROOT / "data" / "mapping.yaml"
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from sap_ometria_assets.lib.ometria_client import (
+from sap_ometria_assets.lib.ometria.client import (
     OmetriaAuthError,
     OmetriaBatchError,
     OmetriaClient,
@@ -312,7 +312,7 @@ def test_fetch_errors_and_read_back_endpoints():
 # ---------------------------------------------------------------------------------------
 @pytest.fixture
 def settings_env(monkeypatch, tmp_path):
-    from sap_ometria_assets.lib.settings import get_settings
+    from sap_ometria_assets.lib.config.settings import get_settings
 
     monkeypatch.setenv("SAP_OMETRIA_DEMO_DIR", str(tmp_path / "demo"))
     for name in ("OMETRIA_API_URL", "OMETRIA_API_KEY", "OMETRIA_DRY_RUN", "OMETRIA_RATE_LIMIT_PER_S"):
@@ -335,7 +335,7 @@ def settings_env(monkeypatch, tmp_path):
 
 
 def test_resource_chooses_real_embedded_or_dry_run_from_the_environment(settings_env):
-    from sap_ometria_assets.lib.ometria_client import OmetriaResource
+    from sap_ometria_assets.lib.ometria.client import OmetriaResource
 
     settings_env(OMETRIA_API_URL=BASE, OMETRIA_API_KEY=KEY, OMETRIA_RATE_LIMIT_PER_S="8")
     with OmetriaResource().open_client() as client:

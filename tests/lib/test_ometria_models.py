@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sap_ometria_assets.lib.ometria_models import (
+from sap_ometria_assets.lib.ometria.models import (
     MAX_RECORD_BYTES,
     PayloadSchemaError,
     check_payloads,

@@ -17,9 +17,9 @@ from checks_fixtures import (
     world,
 )
 
-from sap_ometria_assets.lib.drift import track_pending_changes
-from sap_ometria_assets.lib.exceptions import evaluate_exceptions
-from sap_ometria_assets.lib.recon import (
+from sap_ometria_assets.lib.quality.drift import track_pending_changes
+from sap_ometria_assets.lib.sync_exceptions.rules import evaluate_exceptions
+from sap_ometria_assets.lib.recon.views import (
     create_recon_views,
     read_back_records,
     snapshot_available,

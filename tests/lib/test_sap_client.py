@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from sap_ometria_assets.lib.sap_client import (
+from sap_ometria_assets.lib.sap.client import (
     SapB1Client,
     SapB1Error,
     SapB1Resource,
@@ -19,7 +19,7 @@ from sap_ometria_assets.lib.sap_client import (
     parse_error_body,
     tail_next_link,
 )
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.config.settings import get_settings
 
 PASSWORD = "Pa55-w0rd-SECRET!"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from urllib.parse import quote, quote_plus
 
-from sap_ometria_assets.lib.secret_scrub import MASK, contains_secret, scrub
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.config.secrets import MASK, contains_secret, scrub
+from sap_ometria_assets.lib.config.settings import get_settings
 
 SECRET = "k3y/with+odd=chars\"and\\slash"
 

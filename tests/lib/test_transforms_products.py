@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 
 from sap_frames import cufd, frame
-from sap_ometria_assets.lib.mapping import load_mapping, validate_against_cufd
-from sap_ometria_assets.lib.ometria_models import validate_payloads
-from sap_ometria_assets.lib.settings import PROJECT_ROOT
+from sap_ometria_assets.lib.ometria.mapping import load_mapping, validate_against_cufd
+from sap_ometria_assets.lib.ometria.models import validate_payloads
+from sap_ometria_assets.lib.config.settings import PROJECT_ROOT
 from sap_ometria_assets.lib.transforms import build_products
 
 

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from sap_frames import cufd, frame, ocrg
-from sap_ometria_assets.lib.mapping import load_mapping, validate_against_cufd
-from sap_ometria_assets.lib.ometria_models import validate_payloads
-from sap_ometria_assets.lib.settings import PROJECT_ROOT
+from sap_ometria_assets.lib.ometria.mapping import load_mapping, validate_against_cufd
+from sap_ometria_assets.lib.ometria.models import validate_payloads
+from sap_ometria_assets.lib.config.settings import PROJECT_ROOT
 from sap_ometria_assets.lib.transforms import OrderInputs, build_contacts, build_orders, build_products, build_stock
 
 MAPPING = validate_against_cufd(load_mapping(PROJECT_ROOT / "data" / "mapping.yaml"), cufd())

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from sap_frames import cufd, frame
-from sap_ometria_assets.lib.mapping import load_mapping, validate_against_cufd
-from sap_ometria_assets.lib.settings import PROJECT_ROOT
+from sap_ometria_assets.lib.ometria.mapping import load_mapping, validate_against_cufd
+from sap_ometria_assets.lib.config.settings import PROJECT_ROOT
 from sap_ometria_assets.lib.transforms import build_stock
 
 

@@ -4,7 +4,7 @@ is set, a Slack-compatible message. WARN checks do not page: they show in the UI
 exception register.
 
 The sensors run in the daemon while a sync may hold the DuckDB file: alerts go through the
-spool described in `lib/alerts.py` (webhook first, `ops.alerts` with a 5-second bounded wait,
+spool described in `lib/automation/alerts.py` (webhook first, `ops.alerts` with a 5-second bounded wait,
 the rest queued and written by the next flush). `flush_alert_queue` retries queued alerts every
 minute and does not touch DuckDB when nothing is queued.
 """
@@ -13,9 +13,9 @@ minute and does not touch DuckDB when nothing is queued.
 import dagster as dg
 
 from sap_ometria_assets.defs.automation.config import automation_config
-from sap_ometria_assets.lib.alerts import Alert, AlertSpool, flush_alerts, make_alert, raise_alerts, spool_dir_for
-from sap_ometria_assets.lib.settings import get_settings
-from sap_ometria_assets.lib.warehouse import WarehouseResource
+from sap_ometria_assets.lib.automation.alerts import Alert, AlertSpool, flush_alerts, make_alert, raise_alerts, spool_dir_for
+from sap_ometria_assets.lib.config.settings import get_settings
+from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 
 # Seconds a sensor waits for the warehouse lock before leaving alerts queued.
 ALERT_LOCK_WAIT_S = 5.0

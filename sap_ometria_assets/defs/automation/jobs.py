@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from sap_ometria_assets.lib.sap_tables import TABLES_BY_NAME
+from sap_ometria_assets.lib.sap.tables import TABLES_BY_NAME
 
 LANE_TAG = "sap_ometria/lane"
 SYNC_TAGS = {LANE_TAG: "sync"}

@@ -17,7 +17,7 @@ from sap_ometria_assets.defs.automation.jobs import (
     reconcile_job,
     sync_stock_job,
 )
-from sap_ometria_assets.lib.settings import SettingsError
+from sap_ometria_assets.lib.config.settings import SettingsError
 
 
 def _schedule(name: str, job, cron: str, env_var: str, cfg: AutomationConfig,

@@ -23,8 +23,8 @@ from sap_ometria_assets.defs.automation.jobs import (
     nightly_deletion_scan_job,
     push_ometria_job,
 )
-from sap_ometria_assets.lib.sap_client import SapB1Resource
-from sap_ometria_assets.lib.sap_tables import SAP_TABLES
+from sap_ometria_assets.lib.sap.client import SapB1Resource
+from sap_ometria_assets.lib.sap.tables import SAP_TABLES
 
 LANDING_RUN_TAG = "sap_ometria/landing_run"
 TRIGGER_TAG = "sap_ometria/trigger"
@@ -97,7 +97,7 @@ class Mark:
 
 
 def changed_since_filter(day: date, minute: time) -> str:
-    """Records updated at or after a minute, in the form the landing uses (lib/landing.py): the
+    """Records updated at or after a minute, in the form the landing uses (lib/landing/land.py): the
     Service Layer compares times to the minute, so minutes are the unit."""
     hhmm = minute.strftime("%H:%M")
     return f"(UpdateDate gt '{day.isoformat()}') or (UpdateDate eq '{day.isoformat()}' and UpdateTime ge '{hhmm}')"

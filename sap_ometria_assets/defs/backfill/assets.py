@@ -34,15 +34,16 @@ import duckdb
 
 from sap_ometria_assets.defs.automation.config import automation_config
 from sap_ometria_assets.defs.automation.jobs import LANE_TAG
-from sap_ometria_assets.lib import warehouse as warehouse_lib
-from sap_ometria_assets.lib.landing import land_table
-from sap_ometria_assets.lib.ometria_client import OmetriaResource
-from sap_ometria_assets.lib.partitions import DocDateWindow, monthly_docdate_partitions, window_for_partition
-from sap_ometria_assets.lib.push import PushAbortedError, PushResult, push_feed
-from sap_ometria_assets.lib.sap_client import SapB1Resource
-from sap_ometria_assets.lib.sap_tables import TABLES_BY_NAME
-from sap_ometria_assets.lib.settings import get_settings
-from sap_ometria_assets.lib.warehouse import WarehouseResource
+from sap_ometria_assets.lib.warehouse import db as warehouse_lib
+from sap_ometria_assets.lib.warehouse.sql import table_exists
+from sap_ometria_assets.lib.landing.land import land_table
+from sap_ometria_assets.lib.ometria.client import OmetriaResource
+from sap_ometria_assets.lib.automation.partitions import DocDateWindow, monthly_docdate_partitions, window_for_partition
+from sap_ometria_assets.lib.push.feed import PushAbortedError, PushResult, push_feed
+from sap_ometria_assets.lib.sap.client import SapB1Resource
+from sap_ometria_assets.lib.sap.tables import TABLES_BY_NAME
+from sap_ometria_assets.lib.config.settings import get_settings
+from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 
 GROUP = "backfill"
 ORDERS = dg.AssetKey([GROUP, "orders"])
@@ -98,7 +99,7 @@ def land_window(con: duckdb.DuckDBPyConnection, client, table: str, window: DocD
 
 
 def _watermark_row(con: duckdb.DuckDBPyConnection, table: str) -> tuple | None:
-    if not warehouse_lib.table_exists(con, "sap_meta", "watermarks"):
+    if not table_exists(con, "sap_meta", "watermarks"):
         return None
     rows = con.execute(
         "SELECT entity, update_date, update_time, landed_at, rows_landed FROM sap_meta.watermarks "
@@ -140,7 +141,7 @@ def push_in_slices(connect: Callable, client, feed: str, where: str, *, dry_run:
     """`push_feed` over `where`, split by id hash into slices of about `slice_records`
     records; the warehouse is opened per slice and released (with a pause) in between."""
     with connect() as con:
-        if not warehouse_lib.table_exists(con, "ometria", feed):
+        if not table_exists(con, "ometria", feed):
             raise dg.Failure(
                 description=f"ometria.{feed} does not exist yet: run the regular sync once "
                 "(land_sap_job and push_ometria_job) before backfilling history.")

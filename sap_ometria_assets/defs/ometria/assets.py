@@ -13,15 +13,16 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from sap_ometria_assets.lib.mapping import Mapping, load_mapping, validate_against_cufd
-from sap_ometria_assets.lib.settings import get_settings
+from sap_ometria_assets.lib.ometria.mapping import Mapping, load_mapping, validate_against_cufd
+from sap_ometria_assets.lib.config.settings import get_settings
 from sap_ometria_assets.lib.transforms import contacts as tc
 from sap_ometria_assets.lib.transforms import incremental as inc
 from sap_ometria_assets.lib.transforms import orders as to
 from sap_ometria_assets.lib.transforms import products as tp
 from sap_ometria_assets.lib.transforms import refunds as tr
 from sap_ometria_assets.lib.transforms import stock as ts
-from sap_ometria_assets.lib.warehouse import WarehouseResource, read_table, table_exists, write_table
+from sap_ometria_assets.lib.warehouse.db import WarehouseResource, read_table, write_table
+from sap_ometria_assets.lib.warehouse.sql import table_exists
 
 GROUP = "ometria"
 PHONE_LOOKUP = "_phone_lookup"  # internal cache table of the contacts asset

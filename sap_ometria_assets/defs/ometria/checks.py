@@ -10,10 +10,10 @@ are fine must still reach Ometria.
 import dagster as dg
 import polars as pl
 
-from sap_ometria_assets.lib.checks_config import ChecksConfig, get_checks_config
-from sap_ometria_assets.lib.exceptions import summarise_for_asset
-from sap_ometria_assets.lib.recon import markdown_table
-from sap_ometria_assets.lib.warehouse import WarehouseResource
+from sap_ometria_assets.lib.quality.checks_config import ChecksConfig, get_checks_config
+from sap_ometria_assets.lib.sync_exceptions.rules import summarise_for_asset
+from sap_ometria_assets.lib.recon.views import markdown_table
+from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 
 SYNC_EXCEPTIONS = dg.AssetKey(["ops", "sync_exceptions"])
 OMETRIA_ASSETS = ("contacts", "orders", "products", "stock")

@@ -9,8 +9,8 @@ stock flags only need their product and run on their own, faster schedule.
 import dagster as dg
 from pydantic import Field
 
-from sap_ometria_assets.lib.ometria_client import OmetriaResource, OmetriaTarget
-from sap_ometria_assets.lib.push import (
+from sap_ometria_assets.lib.ometria.client import OmetriaResource, OmetriaTarget
+from sap_ometria_assets.lib.push.feed import (
     PushAbortedError,
     PushResult,
     errors_fetch_due,
@@ -18,8 +18,8 @@ from sap_ometria_assets.lib.push import (
     push_feed,
     sync_errors,
 )
-from sap_ometria_assets.lib.settings import get_settings
-from sap_ometria_assets.lib.warehouse import WarehouseResource
+from sap_ometria_assets.lib.config.settings import get_settings
+from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 
 GROUP = "ometria_push"
 

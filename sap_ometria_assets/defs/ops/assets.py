@@ -1,7 +1,7 @@
 """Sync exceptions (group `ops`) and reconciliation (group `recon`).
 
 Both read what the other layers built (sap_raw, ometria, ometria_push) and write only their own
-schemas (`ops`, `recon`). All logic lives in lib/exceptions.py, lib/recon.py and lib/drift.py.
+schemas (`ops`, `recon`). All logic lives in lib/sync_exceptions/rules.py, lib/recon/views.py and lib/quality/drift.py.
 """
 
 from datetime import datetime, timezone
@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
-from sap_ometria_assets.lib.checks_config import get_checks_config, mapping_facts
-from sap_ometria_assets.lib.drift import create_trend_views
-from sap_ometria_assets.lib.exceptions import RULES_BY_ID, evaluate_exceptions, open_exceptions
-from sap_ometria_assets.lib.recon import (
+from sap_ometria_assets.lib.quality.checks_config import get_checks_config, mapping_facts
+from sap_ometria_assets.lib.quality.drift import create_trend_views
+from sap_ometria_assets.lib.sync_exceptions.rules import RULES_BY_ID, evaluate_exceptions, open_exceptions
+from sap_ometria_assets.lib.recon.views import (
     create_recon_views,
     markdown_table,
     read_back_records,
@@ -21,9 +21,9 @@ from sap_ometria_assets.lib.recon import (
     summarise_status_view,
     write_snapshot,
 )
-from sap_ometria_assets.lib.ometria_client import OmetriaError, OmetriaResource
-from sap_ometria_assets.lib.secret_scrub import scrub
-from sap_ometria_assets.lib.warehouse import WarehouseResource
+from sap_ometria_assets.lib.ometria.client import OmetriaError, OmetriaResource
+from sap_ometria_assets.lib.config.secrets import scrub
+from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 
 OMETRIA_FEEDS = ("contacts", "orders", "products", "stock")
 OMETRIA_KEYS = [dg.AssetKey(["ometria", f]) for f in OMETRIA_FEEDS]

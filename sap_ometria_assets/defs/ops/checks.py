@@ -11,16 +11,17 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
-from sap_ometria_assets.lib.checks_config import get_checks_config
-from sap_ometria_assets.lib.drift import exception_trends
-from sap_ometria_assets.lib.recon import (
+from sap_ometria_assets.lib.quality.checks_config import get_checks_config
+from sap_ometria_assets.lib.quality.drift import exception_trends
+from sap_ometria_assets.lib.recon.views import (
     latest_snapshot_run,
     markdown_table,
     reason_counts,
     snapshot_available,
     summarise_status_view,
 )
-from sap_ometria_assets.lib.warehouse import WarehouseResource, table_exists
+from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.lib.warehouse.sql import table_exists
 
 RECON_VIEWS = dg.AssetKey(["recon", "views"])
 SNAPSHOT = dg.AssetKey(["recon", "ometria_snapshot"])

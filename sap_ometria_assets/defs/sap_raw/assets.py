@@ -1,11 +1,11 @@
 """Layer 1, `sap_raw`: SAP Business One tables landed from the Service Layer as SAP has them.
 
-One asset per SAP table (built from the registry in `lib/sap_tables.py`); a table and its child
+One asset per SAP table (built from the registry in `lib/sap/tables.py`); a table and its child
 tables (order lines, addresses, prices) are landed together by one step, since they come from
 the same Service Layer read. Column names are Service Layer property names, values as SAP
 returns them (`CardType = 'cCustomer'`, `DocumentStatus = 'bost_Open'`), amounts exact
 decimals. Reads are incremental on UpdateDate/UpdateTime where SAP allows it; a re-run lands
-nothing new. See `lib/landing.py` for the rules (bad values, deletions, history).
+nothing new. See `lib/landing/land.py` for the rules (bad values, deletions, history).
 
 Run config (Launchpad): `deletion_scan: true` also scans all keys of master data to mark records
 deleted in SAP (`_deleted_at`); `full_refresh: true` re-reads everything instead of the changes.
@@ -15,11 +15,11 @@ import json
 
 import dagster as dg
 
-from sap_ometria_assets.lib.landing import LandResult, TableCounts, land_table
-from sap_ometria_assets.lib.sap_client import SapB1Resource
-from sap_ometria_assets.lib.sap_tables import SAP_TABLES, SapTable
-from sap_ometria_assets.lib.settings import get_settings
-from sap_ometria_assets.lib.warehouse import WarehouseResource
+from sap_ometria_assets.lib.landing.land import LandResult, TableCounts, land_table
+from sap_ometria_assets.lib.sap.client import SapB1Resource
+from sap_ometria_assets.lib.sap.tables import SAP_TABLES, SapTable
+from sap_ometria_assets.lib.config.settings import get_settings
+from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 
 GROUP = "sap_raw"
 _CUFD = [GROUP, "cufd"]  # UDF types come from here
@@ -134,7 +134,7 @@ def _alert_refused_scan(context: dg.AssetExecutionContext, table: str, reason: s
                         settings) -> None:
     """A refused deletion scan pages ops (ops.alerts and the webhook) as well as being listed
     (deletion_scan_refused); the warehouse connection is closed by then."""
-    from sap_ometria_assets.lib.alerts import make_alert, raise_alerts
+    from sap_ometria_assets.lib.automation.alerts import make_alert, raise_alerts
 
     alert = make_alert("check_failure", severity="ERROR", run_id=context.run.run_id,
                        job_name=context.job_name, asset_key=f"{GROUP}/{table}",

@@ -1,6 +1,6 @@
 """Checks on the landed SAP tables.
 
-- `contract` (every table, **blocking**, ERROR): the contract columns of lib/sap_tables.py are
+- `contract` (every table, **blocking**, ERROR): the contract columns of lib/sap/tables.py are
   all there with their types, in the latest extract and in the table. A removed column or a
   changed type stops everything downstream of the table in the run: nothing is transformed or
   pushed from a broken extract.
@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from sap_ometria_assets.lib.checks_config import get_checks_config
-from sap_ometria_assets.lib.contracts import check_contract, schema_drift
-from sap_ometria_assets.lib.drift import order_volume
-from sap_ometria_assets.lib.sap_tables import all_table_names, contract_columns
-from sap_ometria_assets.lib.warehouse import WarehouseResource
+from sap_ometria_assets.lib.quality.checks_config import get_checks_config
+from sap_ometria_assets.lib.quality.contracts import check_contract, schema_drift
+from sap_ometria_assets.lib.quality.drift import order_volume
+from sap_ometria_assets.lib.sap.tables import all_table_names, contract_columns
+from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 
 
 def contract_result(report) -> dg.AssetCheckResult:
@@ -50,7 +50,7 @@ def build_contract_check(table: str) -> dg.AssetChecksDefinition:
         name="contract",
         blocking=True,
         pool="duckdb",
-        description=f"Blocking: sap_raw.{table} has every contract column of lib/sap_tables.py "
+        description=f"Blocking: sap_raw.{table} has every contract column of lib/sap/tables.py "
         "with its type, in the latest extract and in the table. Fails (and stops everything "
         "downstream) on a removed column or a changed type.",
     )
@@ -105,7 +105,7 @@ def build_schema_drift_check(table: str) -> dg.AssetChecksDefinition:
     "days (data/checks.yaml: volume).",
 )
 def ordr_order_volume(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    from sap_ometria_assets.lib.settings import get_settings
+    from sap_ometria_assets.lib.config.settings import get_settings
 
     settings = get_checks_config().volume
     as_of = datetime.now(get_settings().zone)

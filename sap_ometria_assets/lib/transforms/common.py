@@ -23,8 +23,8 @@ import logging
 import phonenumbers
 import polars as pl
 
-from sap_ometria_assets.lib.mapping import Mapping, UdfMapping
-from sap_ometria_assets.lib.ometria_models import EMAIL, MAX_RECORD_BYTES, check_payloads
+from sap_ometria_assets.lib.ometria.mapping import Mapping, UdfMapping
+from sap_ometria_assets.lib.ometria.models import EMAIL, MAX_RECORD_BYTES, check_payloads
 
 DEC = pl.Decimal(38, 6)
 OUT_AMOUNT = pl.Decimal(18, 2)
@@ -230,7 +230,7 @@ def with_local_time(df: pl.DataFrame, date_col: str, time_col: str | None, zone:
 
 def currency_iso(sap_code: pl.Expr, mapping: Mapping) -> pl.Expr:
     """SAP currency code -> ISO 4217 through the mapping (null when unmapped)."""
-    from sap_ometria_assets.lib.ometria_models import ISO_4217_CODES
+    from sap_ometria_assets.lib.ometria.models import ISO_4217_CODES
 
     code = sap_code.cast(pl.String).str.strip_chars()
     table = dict(mapping.currencies.map)

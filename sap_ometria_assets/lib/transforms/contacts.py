@@ -19,7 +19,7 @@ from datetime import datetime
 
 import polars as pl
 
-from sap_ometria_assets.lib.mapping import Mapping
+from sap_ometria_assets.lib.ometria.mapping import Mapping
 from sap_ometria_assets.lib.transforms.common import (
     COMMON_DESCRIPTIONS,
     dedupe_latest,

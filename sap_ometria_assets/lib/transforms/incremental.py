@@ -25,7 +25,7 @@ from datetime import datetime
 
 import duckdb
 
-from sap_ometria_assets.lib.mapping import Mapping
+from sap_ometria_assets.lib.ometria.mapping import Mapping
 
 # Bump when the orders transform changes what it produces: the next run rebuilds everything.
 BUILD_VERSION = "orders-2"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from sap_ometria_assets.lib.mapping import Mapping
+from sap_ometria_assets.lib.ometria.mapping import Mapping
 from sap_ometria_assets.lib.transforms.common import (
     COMMON_DESCRIPTIONS,
     cents,

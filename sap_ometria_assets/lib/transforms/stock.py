@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from sap_ometria_assets.lib.mapping import Mapping
+from sap_ometria_assets.lib.ometria.mapping import Mapping
 from sap_ometria_assets.lib.transforms.common import (
     COMMON_DESCRIPTIONS,
     DEC,

@@ -4,7 +4,7 @@
 serve: business partners with addresses, groups, items with prices and stock per warehouse,
 warehouses, UDF declarations, and the document chain sales order (17) -> delivery (15) -> A/R
 invoice (13) -> A/R credit memo (14), linked line by line through `BaseType`/`BaseEntry`/
-`BaseLine` as SAP does. Property names are the Service Layer's (`lib/sap_tables.py` holds the
+`BaseLine` as SAP does. Property names are the Service Layer's (`lib/sap/tables.py` holds the
 contract); values are typed as the Service Layer types them (dates, times, enum member names).
 
 Everything is vectorised (numpy for randomness, polars for the tables): scale 1 (about 2,000 BPs
@@ -21,7 +21,7 @@ items without price or name, inactive and frozen items, stock over several wareh
 the ring-fenced `WHS-WHOLESALE`, and over-committed stock. `Company.planted` names the keys of
 every deliberately planted case.
 
-Every sync exception rule (`lib/exceptions.py`) has examples here, at every scale:
+Every sync exception rule (`lib/sync_exceptions/rules.py`) has examples here, at every scale:
 
 | rule | planted (`Company.planted` key) |
 |---|---|

@@ -18,7 +18,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sap_ometria_assets.lib.safe_yaml import YamlLimitError, describe_error, load_yaml_file, short_repr
+from sap_ometria_assets.lib.config.safe_yaml import YamlLimitError, describe_error, load_yaml_file, short_repr
 
 Severity = Literal["WARN", "ERROR"]
 Owner = Literal["marketing", "finance", "ops"]
@@ -188,7 +188,7 @@ class ChecksConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_tables(self) -> ChecksConfig:
-        from sap_ometria_assets.lib.sap_tables import all_table_names
+        from sap_ometria_assets.lib.sap.tables import all_table_names
 
         unknown = sorted(set(self.freshness.tables) - set(all_table_names()))
         if unknown:
@@ -197,7 +197,7 @@ class ChecksConfig(_Strict):
 
 
 def default_checks_path() -> Path:
-    from sap_ometria_assets.lib.settings import get_settings
+    from sap_ometria_assets.lib.config.settings import get_settings
 
     return get_settings().checks_path
 
@@ -223,7 +223,7 @@ def load_checks_config(path: str | Path | None = None) -> ChecksConfig:
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             problems.append(f"{key}: {err['msg']} (got {short_repr(err.get('input'))})")
         raise ChecksConfigError(f"{path}: " + "; ".join(problems)) from None
-    from sap_ometria_assets.lib.exceptions import RULES_BY_ID  # late: exceptions imports us
+    from sap_ometria_assets.lib.sync_exceptions.rules import RULES_BY_ID  # late: exceptions imports us
 
     named = set(config.exceptions.rules)
     for thresholds in config.thresholds.values():
@@ -247,7 +247,7 @@ def get_checks_config(path: str | Path | None = None) -> ChecksConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Facts the checks take from the mapping file (lib/mapping.py is their source of truth)
+# Facts the checks take from the mapping file (lib/ometria/mapping.py is their source of truth)
 # ---------------------------------------------------------------------------------------------
 class MappingFacts(_Strict):
     """What the exception rules and reconciliation views need to know from the mapping.
@@ -273,7 +273,7 @@ class MappingFacts(_Strict):
         if code in self.currency_map or code == self.local_currency:
             return True
         if self.pass_through_iso_codes:
-            from sap_ometria_assets.lib.ometria_models import ISO_4217_CODES
+            from sap_ometria_assets.lib.ometria.models import ISO_4217_CODES
 
             return code in ISO_4217_CODES
         return False
@@ -282,7 +282,7 @@ class MappingFacts(_Strict):
         """Every code that reaches Ometria as ISO (map keys, local, pass-through ISO codes)."""
         codes = {*self.currency_map, self.local_currency}
         if self.pass_through_iso_codes:
-            from sap_ometria_assets.lib.ometria_models import ISO_4217_CODES
+            from sap_ometria_assets.lib.ometria.models import ISO_4217_CODES
 
             codes |= set(ISO_4217_CODES)
         return sorted(codes)
@@ -294,8 +294,8 @@ class MappingFacts(_Strict):
 
 
 def mapping_facts(mapping_path: Path | None = None) -> MappingFacts:
-    """The facts from the validated mapping (`lib/mapping.py`); a bad mapping raises its error."""
-    from sap_ometria_assets.lib.mapping import load_mapping
+    """The facts from the validated mapping (`lib/ometria/mapping.py`); a bad mapping raises its error."""
+    from sap_ometria_assets.lib.ometria.mapping import load_mapping
 
     return facts_from_mapping(load_mapping(mapping_path))
 

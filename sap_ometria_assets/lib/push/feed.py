@@ -54,7 +54,7 @@ from typing import Any, Protocol
 import duckdb
 import polars as pl
 
-from sap_ometria_assets.lib.ometria_client import (
+from sap_ometria_assets.lib.ometria.client import (
     MAX_RECORDS_PER_REQUEST,
     OmetriaClient,
     OmetriaError,
@@ -67,9 +67,9 @@ from sap_ometria_assets.lib.ometria_client import (
 
 # One record limit ("Record is too large" above 60 KB) for the transforms, which hold such
 # records back, and the push, which never sends one.
-from sap_ometria_assets.lib.ometria_models import MAX_RECORD_BYTES
+from sap_ometria_assets.lib.ometria.models import MAX_RECORD_BYTES
 
-from sap_ometria_assets.lib.secret_scrub import scrub, scrubbed_logger
+from sap_ometria_assets.lib.config.secrets import scrub, scrubbed_logger
 
 log = scrubbed_logger(__name__)
 
@@ -93,7 +93,7 @@ ACK_EVERY_S = 1.0
 
 
 def ack_every_requests() -> int:
-    from sap_ometria_assets.lib.settings import get_settings
+    from sap_ometria_assets.lib.config.settings import get_settings
 
     return get_settings().ometria_ack_every_requests
 

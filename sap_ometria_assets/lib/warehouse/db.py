@@ -44,7 +44,7 @@ def connect(path: str | Path, read_only: bool = False, wait_s: float | None = No
     SAP_OMETRIA_DUCKDB_MEMORY_LIMIT: DuckDB's own default takes 80% of RAM, so on a small
     machine a big merge would crowd out the rest of the run instead of spilling to disk.
     """
-    from sap_ometria_assets.lib.settings import get_settings
+    from sap_ometria_assets.lib.config.settings import get_settings
 
     settings = get_settings()
     wait_s = settings.sap_ometria_duckdb_lock_wait_s if wait_s is None else wait_s
@@ -141,25 +141,6 @@ def check_usable(path: str | Path) -> None:
             f"{what_to_do}")
 
 
-def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    # fetchall, not fetchone: an unconsumed result blocks the next statement on duckdb 2.x
-    rows = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, table],
-    ).fetchall()
-    return bool(rows[0][0])
-
-
-def table_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
-    """Column name -> DuckDB type, in table order; empty when the table does not exist."""
-    rows = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-        [schema, table],
-    ).fetchall()
-    return {name: dtype for name, dtype in rows}
-
-
 def read_table(con: duckdb.DuckDBPyConnection, schema: str, table: str,
                where: str | None = None, params: list | None = None) -> pl.DataFrame:
     """A whole table (or a filtered part) as a polars frame; duckdb 2.x safe."""
@@ -191,7 +172,7 @@ class WarehouseResource(dg.ConfigurableResource):
     def path(self) -> Path:
         if self.duckdb_path:
             return Path(self.duckdb_path)
-        from sap_ometria_assets.lib.settings import get_settings
+        from sap_ometria_assets.lib.config.settings import get_settings
 
         return get_settings().duckdb_path
 

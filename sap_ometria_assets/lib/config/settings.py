@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Project root = the folder holding pyproject.toml; relative paths in settings resolve against it
 # so that `make demo`, the Dagster UI and the tests agree on where `data/` is.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 DEFAULT_OMETRIA_API_URL = "https://api.ometria.com/v2"
 

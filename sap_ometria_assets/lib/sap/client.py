@@ -22,7 +22,7 @@ Protocol facts follow `shared/reference/sap_b1_service_layer.md`:
   stops after SAP_B1_MAX_EMPTY_PAGES empty pages in a row that still link on, and each request's
   whole body must arrive within SAP_B1_REQUEST_DEADLINE_S (wall clock over the streamed body:
   httpx's timeout bounds each socket read only).
-- Pages come back as raw bytes: parsing JSON into columns is DuckDB's job (lib/landing.py), so
+- Pages come back as raw bytes: parsing JSON into columns is DuckDB's job (lib/landing/land.py), so
   the client never parses a page whole on the common path. A truncated page would otherwise look
   like a last page and silently end the read, so each page is checked where truncation shows:
   it must open as a collection (`{..."value":[`) and end with its next link and the closing `}`
@@ -66,8 +66,8 @@ from tenacity import (
     wait_random,
 )
 
-from sap_ometria_assets.lib import secret_scrub
-from sap_ometria_assets.lib.settings import Settings, get_settings
+from sap_ometria_assets.lib.config import secrets as secret_scrub
+from sap_ometria_assets.lib.config.settings import Settings, get_settings
 
 _log = secret_scrub.scrubbed_logger(__name__)
 

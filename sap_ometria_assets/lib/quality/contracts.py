@@ -1,6 +1,6 @@
 """Column contracts of the landed SAP tables: is this extract safe to build on?
 
-The expected columns and types come from the one registry, `lib/sap_tables.py`
+The expected columns and types come from the one registry, `lib/sap/tables.py`
 (`contract_columns(table)`). What SAP actually sent comes from `sap_meta.extract_columns`
 (written by the landing for every extract) and, for what downstream assets will read, from the
 `sap_raw` table itself.
@@ -28,8 +28,8 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from sap_ometria_assets.lib.sap_tables import contract_columns
-from sap_ometria_assets.lib.warehouse import table_columns, table_exists
+from sap_ometria_assets.lib.sap.tables import contract_columns
+from sap_ometria_assets.lib.warehouse.sql import table_columns, table_exists
 
 # ---------------------------------------------------------------------------------------------
 # Types
@@ -191,7 +191,7 @@ class ContractReport:
             parts.append("type changed: " + ", ".join(
                 f"{t.column} {t.expected} -> {t.observed} ({t.where})" for t in self.retyped))
         return (f"sap_raw.{self.table} breaks its contract; {'; '.join(parts)}. Downstream assets "
-                "will not run until the extract matches the contract in lib/sap_tables.py.")
+                "will not run until the extract matches the contract in lib/sap/tables.py.")
 
 
 def unreadable_values(con: duckdb.DuckDBPyConnection, table: str,

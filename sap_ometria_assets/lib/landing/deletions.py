@@ -7,7 +7,7 @@ out in Ometria. So before `_deleted_at` is set:
 
 1. **Complete.** The scan's distinct keys must number exactly the collection's `$count` (with
    the registry filter), asked just before the scan; the scan itself is bounded by that count
-   (lib/sap_client.py) and must have ended normally (its last page had no next link).
+   (lib/sap/client.py) and must have ended normally (its last page had no next link).
 2. **Plausible.** A scan that would mark more than `SAP_B1_DELETION_MAX_SHARE` (default 5%) of
    the live records deleted in one go marks nothing.
 
@@ -27,7 +27,7 @@ from datetime import datetime
 
 import duckdb
 
-from sap_ometria_assets.lib.settings import Settings
+from sap_ometria_assets.lib.config.settings import Settings
 
 _log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ One call of `land_table` lands one registry entry (a parent table and its child 
    run when asked or implied by a full read, sets `_deleted_at` on keys it no longer finds (and
    clears it when a key comes back). Nothing is deleted from `sap_raw`. Only a scan whose key
    count equals the collection's `$count` and that deletes at most SAP_B1_DELETION_MAX_SHARE of
-   the live records may mark anything (lib/deletion_guard.py; `deletion_scan_refused`).
+   the live records may mark anything (lib/landing/deletions.py; `deletion_scan_refused`).
    Watermarks never pass now + SAP_B1_FUTURE_SKEW_MINUTES (company time; `future_update_date`).
 6. **History** (`sap_history.ocrd`, `.ordr`, `.rdr1`): SCD type 2 with `_row_hash`,
    `_valid_from`, `_valid_to` (NULL = current) and `_is_current`; only changed rows make a new
@@ -84,16 +84,16 @@ from typing import Any
 
 import duckdb
 
-from sap_ometria_assets.lib.deletion_guard import judge_scan, record_verdict
-from sap_ometria_assets.lib.sap_tables import (
+from sap_ometria_assets.lib.landing.deletions import judge_scan, record_verdict
+from sap_ometria_assets.lib.sap.tables import (
     DELETED_AT,
     IS_CANCELLATION,
     LANDED_AT,
     ChildTable,
     SapTable,
 )
-from sap_ometria_assets.lib.settings import Settings
-from sap_ometria_assets.lib.warehouse import table_columns
+from sap_ometria_assets.lib.config.settings import Settings
+from sap_ometria_assets.lib.warehouse.sql import table_columns
 
 _log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ def _child_target(child: ChildTable, parent: SapTable) -> _Target:
 
 
 def plan_for(spec: SapTable) -> _Plan:
-    from sap_ometria_assets.lib.sap_tables import SAP_TABLES
+    from sap_ometria_assets.lib.sap.tables import SAP_TABLES
 
     others = {
         COLLECTION_TABLES[t.table][0]

@@ -19,8 +19,8 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sap_ometria_assets.lib.ometria_models import ISO_4217_CODES
-from sap_ometria_assets.lib.safe_yaml import YamlLimitError, describe_error, load_yaml_file, short_repr
+from sap_ometria_assets.lib.ometria.models import ISO_4217_CODES
+from sap_ometria_assets.lib.config.safe_yaml import YamlLimitError, describe_error, load_yaml_file, short_repr
 
 
 class MappingError(ValueError):
@@ -317,7 +317,7 @@ def parse_mapping(data: Any, source: str = "<mapping>") -> Mapping:
 def load_mapping(path: str | Path | None = None) -> Mapping:
     """Load and validate the mapping YAML (default: `settings.mapping_path`)."""
     if path is None:
-        from sap_ometria_assets.lib.settings import get_settings
+        from sap_ometria_assets.lib.config.settings import get_settings
 
         path = get_settings().mapping_path
     path = Path(path)

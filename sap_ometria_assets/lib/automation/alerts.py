@@ -38,9 +38,9 @@ from tenacity import (
     wait_exponential,
 )
 
-from sap_ometria_assets.lib import warehouse
-from sap_ometria_assets.lib.secret_scrub import scrub
-from sap_ometria_assets.lib.warehouse import WarehouseLockedError
+from sap_ometria_assets.lib.warehouse import db as warehouse
+from sap_ometria_assets.lib.config.secrets import scrub
+from sap_ometria_assets.lib.warehouse.db import WarehouseLockedError
 
 log = logging.getLogger(__name__)
 

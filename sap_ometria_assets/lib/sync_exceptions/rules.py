@@ -13,7 +13,7 @@ runs them all and keeps `ops.sync_exceptions` up to date:
 revenue (orders minus credit memos) for customer rules, the document total for order and credit
 memo rules, the line's gross total for line rules, the value of the missing stock for stock rules,
 0 where no money applies. Each evaluation also appends one row per rule to
-`ops.exception_history`, so a trend per rule can be read over time (see `lib/drift.py`).
+`ops.exception_history`, so a trend per rule can be read over time (see `lib/quality/drift.py`).
 
 The rules live in one registry, `RULES`, with an owner (marketing, finance or ops), a severity,
 and a description and fix hint in plain language; `rules_markdown()` renders it for the docs.
@@ -29,7 +29,7 @@ from typing import Literal
 
 import duckdb
 
-from sap_ometria_assets.lib.checks_config import (
+from sap_ometria_assets.lib.quality.checks_config import (
     ChecksConfig,
     MappingFacts,
     Owner,
@@ -39,14 +39,14 @@ from sap_ometria_assets.lib.checks_config import (
 )
 # Valid email = what the contacts transform accepts (EMAIL, at most 254 bytes), so the rule
 # flags exactly the contacts that are held back as `invalid_email`.
-from sap_ometria_assets.lib.ometria_models import EMAIL as EMAIL_RE
-from sap_ometria_assets.lib.sap_tables import (
+from sap_ometria_assets.lib.ometria.models import EMAIL as EMAIL_RE
+from sap_ometria_assets.lib.sap.tables import (
     TABLES_BY_NAME,
     all_table_names,
     contract_columns,
     table_key,
 )
-from sap_ometria_assets.lib.warehouse import table_columns, table_exists
+from sap_ometria_assets.lib.warehouse.sql import table_columns, table_exists
 
 Entity = Literal[
     "contact", "order", "order_line", "credit_memo", "credit_memo_line", "product", "stock",
@@ -107,7 +107,7 @@ TABLE_COMMENTS = {
     "ops.sync_exceptions": (
         "One row per SAP record a sync rule flags (rule, entity, record_key). Open while "
         "resolved_at IS NULL. impact = money at stake in local currency. See RULES in "
-        "sap_ometria_assets/lib/exceptions.py or docs for what each rule means and how to fix it."
+        "sap_ometria_assets/lib/sync_exceptions/rules.py or docs for what each rule means and how to fix it."
     ),
     "ops.exception_history": (
         "One row per rule per evaluation: open, new and resolved exceptions and the open impact; "
@@ -189,7 +189,7 @@ OMETRIA_COLUMNS = {
     "payload_bytes": "INTEGER",
     "held_back_reason": "VARCHAR",
 }
-# The push layer's tables (lib/push.py DDL is the contract); only what the rules read.
+# The push layer's tables (lib/push/feed.py DDL is the contract); only what the rules read.
 PUSH_COLUMNS = {
     "ledger": {
         "feed": "VARCHAR", "record_type": "VARCHAR", "id": "VARCHAR", "payload_hash": "VARCHAR",
@@ -616,7 +616,7 @@ _UDF_ENTITY = {
 def _udf_not_served(ctx: RuleContext) -> str:
     """Mapped UDFs SAP declares (CUFD) that the landed table does not have: SAP lists a new
     UDF in UserFieldsMD before the Service Layer serves it (until SL restarts)."""
-    from sap_ometria_assets.lib.mapping import MappingError, load_mapping, mapped_udfs
+    from sap_ometria_assets.lib.ometria.mapping import MappingError, load_mapping, mapped_udfs
 
     try:
         mapping = load_mapping()
@@ -741,7 +741,7 @@ def _ometria_rejected(ctx: RuleContext) -> str:
 
 
 def _ometria_stale(ctx: RuleContext) -> str:
-    from sap_ometria_assets.lib.drift import stale_records_sql
+    from sap_ometria_assets.lib.quality.drift import stale_records_sql
 
     stale = stale_records_sql(
         f"CAST({lit(ctx.now.isoformat())} AS TIMESTAMPTZ)", ctx.config.recon.stale_after_hours,
@@ -770,9 +770,9 @@ def _deletion_scan_refused(ctx: RuleContext) -> str:
 
 
 def _future_update_date(ctx: RuleContext) -> str:
-    from sap_ometria_assets.lib.landing import future_limit
-    from sap_ometria_assets.lib.sap_tables import SAP_TABLES
-    from sap_ometria_assets.lib.settings import get_settings
+    from sap_ometria_assets.lib.landing.land import future_limit
+    from sap_ometria_assets.lib.sap.tables import SAP_TABLES
+    from sap_ometria_assets.lib.config.settings import get_settings
 
     limit = future_limit(get_settings(), ctx.now)
     day, hms = lit(limit.date().isoformat()), lit(limit.strftime("%H:%M:%S"))
@@ -1184,7 +1184,7 @@ def evaluate_exceptions(
     tables are missing is skipped and a rule whose SQL fails is reported as failed; neither
     touches the state of that rule's existing exceptions.
     """
-    from sap_ometria_assets.lib.drift import track_pending_changes
+    from sap_ometria_assets.lib.quality.drift import track_pending_changes
 
     config = config or get_checks_config()
     facts = facts or mapping_facts()

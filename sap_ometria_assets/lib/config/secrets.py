@@ -74,7 +74,7 @@ def known_secrets() -> list[str]:
     """The settings' secrets and every registered one (settings unreadable: registered only)."""
     found: list[str] = []
     try:
-        from sap_ometria_assets.lib.settings import get_settings
+        from sap_ometria_assets.lib.config.settings import get_settings
 
         s = get_settings()
         for value in (s.ometria_api_key, s.sap_b1_password, s.sap_ometria_alert_webhook):

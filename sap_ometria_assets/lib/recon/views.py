@@ -30,16 +30,16 @@ import duckdb
 import orjson
 import polars as pl
 
-from sap_ometria_assets.lib.checks_config import ChecksConfig, MappingFacts
-from sap_ometria_assets.lib.drift import stale_records_sql
-from sap_ometria_assets.lib.exceptions import (
+from sap_ometria_assets.lib.quality.checks_config import ChecksConfig, MappingFacts
+from sap_ometria_assets.lib.quality.drift import stale_records_sql
+from sap_ometria_assets.lib.sync_exceptions.rules import (
     KEEPS_RECORD_FROM_OMETRIA,
     live_document,
     lit,
     not_cancellation,
     text_list,
 )
-from sap_ometria_assets.lib.warehouse import table_exists
+from sap_ometria_assets.lib.warehouse.sql import table_exists
 
 SNAPSHOT_DDL = """
 CREATE TABLE IF NOT EXISTS recon.ometria_snapshot (

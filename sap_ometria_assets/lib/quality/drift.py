@@ -20,13 +20,13 @@ from decimal import Decimal
 
 import duckdb
 
-from sap_ometria_assets.lib.checks_config import (
+from sap_ometria_assets.lib.quality.checks_config import (
     ChecksConfig,
     TrendSettings,
     VolumeSettings,
     get_checks_config,
 )
-from sap_ometria_assets.lib.warehouse import table_exists
+from sap_ometria_assets.lib.warehouse.sql import table_exists
 
 OMETRIA_FEEDS = ("contacts", "orders", "products", "stock")
 
@@ -157,7 +157,7 @@ def order_volume(
 
     `as_of` must be in company time (SAP's DocDate/DocTime carry no offset).
     """
-    from sap_ometria_assets.lib.exceptions import live_document
+    from sap_ometria_assets.lib.sync_exceptions.rules import live_document
 
     settings = settings or get_checks_config().volume
     day = as_of.date()

@@ -47,7 +47,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from sap_ometria_assets.lib import secret_scrub
+from sap_ometria_assets.lib.config import secrets as secret_scrub
 
 log = secret_scrub.scrubbed_logger(__name__)
 
@@ -716,7 +716,7 @@ class OmetriaResource(dg.ConfigurableResource):
     )
 
     def _settings(self):
-        from sap_ometria_assets.lib.settings import get_settings
+        from sap_ometria_assets.lib.config.settings import get_settings
 
         return get_settings()
 

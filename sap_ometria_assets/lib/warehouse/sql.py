@@ -1,0 +1,73 @@
+"""SQL building blocks every step shares: quoting, catalogue look-ups, one transaction helper.
+
+SAP property names and values come from outside and may hold anything (quotes included), so
+identifiers and literals are always quoted through `q` and `lit`. The catalogue helpers read
+`information_schema` with `fetchall()`: an unconsumed result blocks the next statement on
+duckdb 2.x.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import duckdb
+
+
+def q(identifier: str) -> str:
+    """A quoted identifier (Service Layer property names keep their case)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def lit(value: object) -> str:
+    """A quoted SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def text_list(values: Iterable[object]) -> str:
+    """A VARCHAR[] literal, typed even when empty (so list_contains never sees NULL)."""
+    return "[" + ", ".join(lit(v) for v in values) + "]::VARCHAR[]"
+
+
+def fqn(schema: str, table: str) -> str:
+    """schema.table, both quoted."""
+    return f"{q(schema)}.{q(table)}"
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """A table or view of that name exists in the schema."""
+    rows = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, table],
+    ).fetchall()
+    return bool(rows[0][0])
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
+    """Column name -> DuckDB type, in table order; empty when the table does not exist."""
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        [schema, table],
+    ).fetchall()
+    return {name: dtype for name, dtype in rows}
+
+
+def has_column(con: duckdb.DuckDBPyConnection, schema: str, table: str, column: str) -> bool:
+    return column in table_columns(con, schema, table)
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All statements inside commit together or not at all (a failure rolls back and re-raises).
+
+    Readers and a killed process see either the state before or the state after, never a
+    half-written step: the ledger's crash guarantee and every merge rely on it.
+    """
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
