@@ -343,7 +343,7 @@ def test_clean_successful_run_raises_nothing(landing_runs, env, webhook):
 from pydantic import SecretStr  # noqa: E402
 
 from sap_ometria_assets.lib.sap.client import SapB1Client, SapB1Resource  # noqa: E402
-from tests.conftest import FAKE_PASSWORD  # noqa: E402
+from tests.fakes.service_layer import FAKE_PASSWORD  # noqa: E402
 
 _IN_MEMORY: dict[str, object] = {}
 

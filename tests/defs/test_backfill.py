@@ -20,7 +20,7 @@ from sap_ometria_assets.lib.sap.client import SapB1Client, SapB1Resource
 from sap_ometria_assets.lib.sap.tables import SAP_TABLES, TABLES_BY_NAME
 from sap_ometria_assets.lib.config.settings import get_settings
 from sap_ometria_assets.lib.warehouse.db import WarehouseResource
-from tests.conftest import FAKE_PASSWORD
+from tests.fakes.service_layer import FAKE_PASSWORD
 
 # --------------------------------------------------------------------------------------------
 # Partitions
