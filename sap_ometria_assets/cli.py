@@ -123,7 +123,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def _refuse_unusable_warehouse(settings) -> int | None:
     """Check the warehouse before any step writes into it (see warehouse.check_usable): a bad
     one stops the sync with its cause, an alert and exit code 3."""
-    from sap_ometria_assets.lib.automation.alerts import make_alert, raise_alerts
+    from sap_ometria_assets.lib.automation.alerts import make_alert
+    from sap_ometria_assets.lib.automation.spool import raise_alerts
     from sap_ometria_assets.lib.warehouse.db import WarehouseUnusableError, check_usable
 
     try:

@@ -12,7 +12,8 @@ import pytest
 from pydantic import SecretStr
 
 from sap_ometria_assets import cli
-from sap_ometria_assets.lib.automation.alerts import fallback_spool_dir_for, make_alert, raise_alerts
+from sap_ometria_assets.lib.automation.alerts import make_alert
+from sap_ometria_assets.lib.automation.spool import fallback_spool_dir_for, raise_alerts
 from sap_ometria_assets.lib.config.settings import get_settings
 
 

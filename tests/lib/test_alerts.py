@@ -15,14 +15,8 @@ import pytest
 from pydantic import SecretStr
 
 from sap_ometria_assets.lib.automation import alerts as alerts_lib
-from sap_ometria_assets.lib.automation.alerts import (
-    AlertSpool,
-    flush_alerts,
-    make_alert,
-    raise_alerts,
-    slack_message,
-    spool_dir_for,
-)
+from sap_ometria_assets.lib.automation.alerts import make_alert, slack_message
+from sap_ometria_assets.lib.automation.spool import AlertSpool, flush_alerts, raise_alerts, spool_dir_for
 
 SECRET_PATH = "/services/T000/B000/s3cr3t-t0ken"
 

@@ -13,7 +13,8 @@ minute and does not touch DuckDB when nothing is queued.
 import dagster as dg
 
 from sap_ometria_assets.defs.automation.config import automation_config
-from sap_ometria_assets.lib.automation.alerts import Alert, AlertSpool, flush_alerts, make_alert, raise_alerts, spool_dir_for
+from sap_ometria_assets.lib.automation.alerts import Alert, make_alert
+from sap_ometria_assets.lib.automation.spool import AlertSpool, flush_alerts, raise_alerts, spool_dir_for
 from sap_ometria_assets.lib.config.settings import get_settings
 from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 

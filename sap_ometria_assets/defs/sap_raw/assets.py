@@ -134,7 +134,8 @@ def _alert_refused_scan(context: dg.AssetExecutionContext, table: str, reason: s
                         settings) -> None:
     """A refused deletion scan pages ops (ops.alerts and the webhook) as well as being listed
     (deletion_scan_refused); the warehouse connection is closed by then."""
-    from sap_ometria_assets.lib.automation.alerts import make_alert, raise_alerts
+    from sap_ometria_assets.lib.automation.alerts import make_alert
+    from sap_ometria_assets.lib.automation.spool import raise_alerts
 
     alert = make_alert("check_failure", severity="ERROR", run_id=context.run.run_id,
                        job_name=context.job_name, asset_key=f"{GROUP}/{table}",
