@@ -13,7 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+from sap_ometria_assets.emulators.sap_b1.embedded import advance_demo_clock
+from sap_ometria_assets.lib.automation.alerts import make_alert
+from sap_ometria_assets.lib.automation.spool import raise_alerts
 from sap_ometria_assets.lib.config.settings import PROJECT_ROOT, SettingsError, get_settings
+from sap_ometria_assets.lib.warehouse.db import WarehouseUnusableError, check_usable
 
 # Variables that would point the demo at real systems; `demo` blanks them (an empty value
 # beats a `.env` file) so the demo always runs on the embedded emulators.
@@ -24,6 +28,9 @@ _REAL_SYSTEM_VARS = (
 )
 
 
+# Dagster and the definitions are imported when a run starts, not when the module loads: the
+# `demo` command first blanks the real-system variables, and `--help` or a settings error should
+# not wait two seconds for Dagster to import.
 def _instance():
     import dagster as dg
 
@@ -123,10 +130,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def _refuse_unusable_warehouse(settings) -> int | None:
     """Check the warehouse before any step writes into it (see warehouse.check_usable): a bad
     one stops the sync with its cause, an alert and exit code 3."""
-    from sap_ometria_assets.lib.automation.alerts import make_alert
-    from sap_ometria_assets.lib.automation.spool import raise_alerts
-    from sap_ometria_assets.lib.warehouse.db import WarehouseUnusableError, check_usable
-
     try:
         check_usable(settings.duckdb_path)
     except WarehouseUnusableError as exc:
@@ -169,8 +172,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_advance(args: argparse.Namespace) -> int:
-    from sap_ometria_assets.emulators.sap_b1.embedded import advance_demo_clock
-
     ticks = advance_demo_clock(get_settings(refresh=True), ticks=args.ticks)
     print(f"Demo company clock advanced to tick {ticks}: run `make demo` to sync the changes.")
     return 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from sap_ometria_assets.defs.sap_raw import assets as sap_raw_assets
 from sap_ometria_assets.lib.sap.tables import TABLES_BY_NAME
 
 LANE_TAG = "sap_ometria/lane"
@@ -60,8 +61,6 @@ def deletion_scan_run_config() -> dict:
 
     Read from the landing assets themselves, so a change in how they are split into ops
     cannot silently leave a table out of the scan."""
-    from sap_ometria_assets.defs.sap_raw import assets as sap_raw_assets
-
     wanted = set(DELETION_SCAN_KEYS)
     ops: dict[str, dict] = {}
     for value in vars(sap_raw_assets).values():

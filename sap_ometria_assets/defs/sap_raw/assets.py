@@ -15,6 +15,8 @@ import json
 
 import dagster as dg
 
+from sap_ometria_assets.lib.automation.alerts import make_alert
+from sap_ometria_assets.lib.automation.spool import raise_alerts
 from sap_ometria_assets.lib.landing.land import LandResult, TableCounts, land_table
 from sap_ometria_assets.lib.sap.client import SapB1Resource
 from sap_ometria_assets.lib.sap.tables import SAP_TABLES, SapTable
@@ -134,9 +136,6 @@ def _alert_refused_scan(context: dg.AssetExecutionContext, table: str, reason: s
                         settings) -> None:
     """A refused deletion scan pages ops (ops.alerts and the webhook) as well as being listed
     (deletion_scan_refused); the warehouse connection is closed by then."""
-    from sap_ometria_assets.lib.automation.alerts import make_alert
-    from sap_ometria_assets.lib.automation.spool import raise_alerts
-
     alert = make_alert("check_failure", severity="ERROR", run_id=context.run.run_id,
                        job_name=context.job_name, asset_key=f"{GROUP}/{table}",
                        check_name="deletion_scan_refused",

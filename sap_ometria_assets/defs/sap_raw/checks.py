@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from sap_ometria_assets.lib.config.settings import get_settings
 from sap_ometria_assets.lib.quality.checks_config import get_checks_config
 from sap_ometria_assets.lib.quality.contracts import check_contract, schema_drift
 from sap_ometria_assets.lib.quality.drift import order_volume
@@ -105,8 +106,6 @@ def build_schema_drift_check(table: str) -> dg.AssetChecksDefinition:
     "days (data/checks.yaml: volume).",
 )
 def ordr_order_volume(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    from sap_ometria_assets.lib.config.settings import get_settings
-
     settings = get_checks_config().volume
     as_of = datetime.now(get_settings().zone)
     with warehouse.connect(read_only=True) as con:

@@ -25,6 +25,8 @@ from urllib.parse import quote, quote_plus
 
 from pydantic import SecretStr
 
+from sap_ometria_assets.lib.config.settings import get_settings
+
 MASK = "**********"
 MIN_SECRET_CHARS = 4
 
@@ -74,8 +76,6 @@ def known_secrets() -> list[str]:
     """The settings' secrets and every registered one (settings unreadable: registered only)."""
     found: list[str] = []
     try:
-        from sap_ometria_assets.lib.config.settings import get_settings
-
         s = get_settings()
         for value in (s.ometria_api_key, s.sap_b1_password, s.sap_ometria_alert_webhook):
             plain = _plain(value)

@@ -20,6 +20,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from sap_ometria_assets.lib.config.settings import get_settings
+
 SCHEMAS = ("sap_raw", "sap_history", "sap_meta", "ometria", "ometria_push", "ops", "recon")
 
 
@@ -44,8 +46,6 @@ def connect(path: str | Path, read_only: bool = False, wait_s: float | None = No
     SAP_OMETRIA_DUCKDB_MEMORY_LIMIT: DuckDB's own default takes 80% of RAM, so on a small
     machine a big merge would crowd out the rest of the run instead of spilling to disk.
     """
-    from sap_ometria_assets.lib.config.settings import get_settings
-
     settings = get_settings()
     wait_s = settings.sap_ometria_duckdb_lock_wait_s if wait_s is None else wait_s
     memory_limit = memory_limit or settings.sap_ometria_duckdb_memory_limit
