@@ -1746,7 +1746,7 @@ def _advance_watermark(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Sta
     names_ = {c.name for c in staged.cols[plan.main.table]}
     after = before
     if broken:
-        # The contract check stops everything downstream of this extract; once SAP is fixed the
+        # The contract check stops what is downstream of this extract; once SAP is fixed the
         # same records must be read again (they carry no new UpdateDate), so the watermark stays.
         _log.warning("%s: the extract lacks contract column(s) %s; watermark kept at %s so the "
                      "next read lands these records again", plan.spec.table, ", ".join(broken),
