@@ -27,6 +27,7 @@ SCHEDULES = {
 }
 SENSORS = {
     "push_after_landing",
+    "push_after_blocked_landing",
     "sap_change_sensor",
     "alert_on_run_failure",
     "alert_on_failed_checks",

@@ -73,8 +73,10 @@ def _downstream(key: list[str], group: str, deps: list[list[str]]):
 STAND_INS = [
     stand_in_landing,
     _downstream(["ometria", "contacts"], "ometria", [["sap_raw", "ocrd"]]),
+    _downstream(["ometria", "products"], "ometria", [["sap_raw", "oitm"]]),
     _downstream(["ometria", "stock"], "ometria", [["sap_raw", "oitw"], ["sap_raw", "owhs"]]),
     _downstream(["ometria_push", "contacts"], "ometria_push", [["ometria", "contacts"]]),
+    _downstream(["ometria_push", "products"], "ometria_push", [["ometria", "products"]]),
     _downstream(["ometria_push", "stock"], "ometria_push", [["ometria", "stock"]]),
     _downstream(["ops", "sync_exceptions"], "ops", [["ometria", "contacts"]]),
     _downstream(["recon", "net_revenue"], "recon", [["ometria_push", "contacts"]]),
@@ -95,7 +97,7 @@ def defs():
     return dg.Definitions(
         assets=STAND_INS,
         jobs=[jobs.land_sap_job, jobs.sync_stock_job, jobs.push_ometria_job, jobs.reconcile_job],
-        sensors=[sensors.push_after_landing, alerting.alert_on_run_failure,
+        sensors=[sensors.push_after_landing, sensors.push_after_blocked_landing, alerting.alert_on_run_failure,
                  alerting.alert_on_failed_checks],
         resources={"warehouse": WarehouseResource()},
     )
@@ -137,7 +139,8 @@ def test_jobs_select_the_right_layers(defs):
     assert {"sap_raw/ocrd", "sap_raw/ordr", "sap_raw/orin", "sap_raw/rin1", "sap_raw/oitm"} <= landing
     assert not landing & {"sap_raw/oitw", "sap_raw/owhs"}
     assert all(k.startswith("sap_raw/") for k in landing)
-    assert keys("push_ometria_job") == {"ometria/contacts", "ometria_push/contacts", "ops/sync_exceptions"}
+    assert keys("push_ometria_job") == {"ometria/contacts", "ometria_push/contacts", "ometria/products",
+                                        "ometria_push/products", "ops/sync_exceptions"}
     assert keys("reconcile_job") == {"recon/net_revenue"}
 
 
@@ -213,8 +216,35 @@ def test_no_push_after_a_blocking_check_failure(landing_runs):
     outcome = sensors.push_after_landing(
         _status_context("push_after_landing", result, instance, result.get_run_failure_event())
     )
-    assert isinstance(outcome, dg.SkipReason)
+    assert isinstance(outcome, dg.SkipReason)  # (no asset graph given: nothing is pushed)
     assert "sap_raw/ocrd:ocrd_contract" in outcome.skip_message
+
+
+def test_a_blocking_check_failure_holds_back_only_what_is_downstream_of_its_table(defs, landing_runs):
+    instance, runs = landing_runs
+    result = runs["broken_contract"]
+    context = dg.build_run_status_sensor_context(
+        sensor_name="push_after_blocked_landing", dagster_instance=instance,
+        dagster_run=result.dagster_run, dagster_event=result.get_run_failure_event(),
+        repository_def=defs.get_repository_def())
+    request = sensors.push_after_blocked_landing(context)
+    assert isinstance(request, dg.RunRequest)
+    assert {k.to_user_string() for k in request.asset_selection} == {
+        "ometria/products", "ometria_push/products", "ops/sync_exceptions"}
+    assert request.tags[sensors.HELD_BACK_TAG] == "ometria/contacts,ometria_push/contacts"
+    assert request.run_key == f"push-after-{result.run_id}"
+
+
+def test_no_push_after_a_landing_that_failed_for_another_reason(defs, landing_runs):
+    instance, runs = landing_runs
+    result = runs["crash"]
+    context = dg.build_run_status_sensor_context(
+        sensor_name="push_after_blocked_landing", dagster_instance=instance,
+        dagster_run=result.dagster_run, dagster_event=result.get_run_failure_event(),
+        repository_def=defs.get_repository_def())
+    outcome = sensors.push_after_blocked_landing(context)
+    assert isinstance(outcome, dg.SkipReason)
+    assert "nothing is pushed until a landing succeeds" in outcome.skip_message
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from sap_ometria_assets.lib.quality.contracts import (
     schema_drift,
     types_compatible,
 )
-from sap_ometria_assets.lib.sap.tables import contract_columns
+from sap_ometria_assets.lib.sap.tables import contract_columns, essential_columns, optional_columns
 
 T = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -85,7 +85,34 @@ def test_a_removed_column_in_the_latest_extract_breaks_the_contract(con):
     report = check_contract(con, "ocrd")
     assert not report.ok
     assert set(report.removed) == {"EmailAddress"}
-    assert "EmailAddress" in report.summary() and "Downstream assets will not run" in report.summary()
+    assert "EmailAddress" in report.summary() and "downstream of it will not run" in report.summary()
+
+
+def test_an_optional_column_missing_or_retyped_only_degrades_the_contract(con):
+    """UserFieldsMD.SubType, Description, Size, ValidValuesMD: nothing downstream needs them."""
+    assert optional_columns("cufd") == {"SubType", "Description", "Size", "ValidValuesMD"}
+    assert "SubType" not in essential_columns("cufd") and "Name" in essential_columns("cufd")
+    create_sap_table(con, "cufd", retype={"Size": "VARCHAR"})
+    cols = dict(contract_columns("cufd"))
+    del cols["SubType"]
+    record_extract(con, "cufd", cols)
+    report = check_contract(con, "cufd")
+    assert report.ok and report.degraded
+    assert report.removed == {} and report.retyped == []
+    assert set(report.optional_removed) == {"SubType"}
+    assert [t.column for t in report.optional_retyped] == ["Size"]
+    assert "SubType" in report.summary() and "nothing is blocked" in report.summary()
+
+
+def test_an_essential_column_breaks_the_contract_and_names_optional_ones_too(con):
+    create_sap_table(con, "cufd")
+    cols = dict(contract_columns("cufd"))
+    del cols["SubType"], cols["Name"]
+    record_extract(con, "cufd", cols)
+    report = check_contract(con, "cufd")
+    assert not report.ok and set(report.removed) == {"Name"}
+    assert set(report.optional_removed) == {"SubType"}
+    assert "missing: Name" in report.summary() and "SubType" in report.summary()
 
 
 def test_a_column_missing_from_the_table_breaks_the_contract(con):

@@ -8,7 +8,9 @@
                         snapshot). Hourly, and whenever `sap_change_sensor` sees a change.
 - `push_ometria_job`    rebuild the Ometria-ready records and push what changed (contacts and
                         products before orders), then refresh the exception register. Started by
-                        `push_after_landing` after each successful landing, never on its own.
+                        `push_after_landing` after each successful landing (or
+                        `push_after_blocked_landing`, without what is downstream of a table
+                        whose blocking check failed), never on its own.
 - `nightly_deletion_scan_job`  land master data with a full key scan, so business partners and
                         items deleted in SAP are marked `_deleted_at` (deletions leave no trace
                         in an incremental read). The push follows as after any landing.
@@ -94,7 +96,7 @@ push_ometria_job = dg.define_asset_job(
     "push_ometria_job",
     selection=push_selection,
     description="Build the Ometria-ready records, push what changed, refresh the exceptions. "
-    "Started by the push_after_landing sensor.",
+    "Started by the push_after_landing / push_after_blocked_landing sensors.",
     tags=SYNC_TAGS,
 )
 

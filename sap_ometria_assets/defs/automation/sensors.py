@@ -1,11 +1,14 @@
 """Sensors that move data: the push after each landing, and the SAP change sensor.
 
 One mechanism decides when Ometria is pushed: `push_after_landing`, a run-status sensor on the
-landing jobs. (No declarative automation conditions are set on the push assets, so the two can
-never disagree.) A landing run whose blocking contract check fails is a failed run and never
-reaches this sensor; the sensor still reads the run's check evaluations and refuses to push if
-any blocking check failed, so a check that is blocking but did not fail the step (a custom
-check job, a future severity change) cannot let a broken extract through.
+landing jobs, with its twin `push_after_blocked_landing` for landing runs that failed only
+because a blocking contract check failed. (No declarative automation conditions are set on the
+push assets, so the two can never disagree.) A failed blocking check holds back only what is
+downstream of the table it checks (`push_scope.py`): a broken extract of OITM holds back the
+products feed, and contacts and orders are pushed as usual. The sensor reads the run's check
+evaluations, not the run status, so a check that is blocking but did not fail the step (a
+custom check job, a future severity change) cannot let a broken extract through either. A
+landing run that failed for another reason (a read that crashed) is never pushed from.
 """
 
 
@@ -16,17 +19,19 @@ from datetime import date, datetime, time, timedelta
 
 import dagster as dg
 
-from sap_ometria_assets.defs.automation.alerting import DEFAULT_SENSOR_STATUS, failed_check_evaluations
+from sap_ometria_assets.defs.automation.alerting import DEFAULT_SENSOR_STATUS
 from sap_ometria_assets.defs.automation.config import automation_config
 from sap_ometria_assets.defs.automation.jobs import (
     land_sap_job,
     nightly_deletion_scan_job,
     push_ometria_job,
 )
+from sap_ometria_assets.defs.automation.push_scope import failed_other_than_blocking_checks, push_scope
 from sap_ometria_assets.lib.sap.client import SapB1Resource
 from sap_ometria_assets.lib.sap.tables import SAP_TABLES
 
 LANDING_RUN_TAG = "sap_ometria/landing_run"
+HELD_BACK_TAG = "sap_ometria/held_back"  # assets a push leaves out (downstream of a broken table)
 TRIGGER_TAG = "sap_ometria/trigger"
 CHANGED_TAG = "sap_ometria/changed_entities"
 
@@ -41,31 +46,54 @@ IN_FLIGHT = [
 ]
 
 
+def _push_request(context: dg.RunStatusSensorContext):
+    run = context.dagster_run
+    scope = push_scope(context.instance, run.run_id, context.repository_def)
+    if scope.nothing_left:
+        return dg.SkipReason(
+            f"landing run {run.run_id} had failed blocking checks ({', '.join(scope.blocked_checks)}): "
+            "nothing is pushed from a broken extract"
+        )
+    tags = {LANDING_RUN_TAG: run.run_id}
+    if scope.blocked_checks:
+        tags[HELD_BACK_TAG] = ",".join(k.to_user_string() for k in scope.held_back)
+        context.log.warning(
+            "landing run %s had failed blocking checks (%s): held back %s; the rest is pushed",
+            run.run_id, ", ".join(scope.blocked_checks), tags[HELD_BACK_TAG])
+    return dg.RunRequest(run_key=f"push-after-{run.run_id}", tags=tags,
+                         asset_selection=scope.selection)
+
+
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
     name="push_after_landing",
     description="After each successful landing (land_sap_job, nightly_deletion_scan_job), run "
-    "push_ometria_job; never when a blocking check of the landing failed.",
+    "push_ometria_job, less what is downstream of a table whose blocking check failed.",
     monitored_jobs=[land_sap_job, nightly_deletion_scan_job],
     request_job=push_ometria_job,
     default_status=DEFAULT_SENSOR_STATUS,
 )
 def push_after_landing(context: dg.RunStatusSensorContext):
+    return _push_request(context)
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.FAILURE,
+    name="push_after_blocked_landing",
+    description="After a landing run that failed only because blocking contract checks failed, "
+    "run push_ometria_job for everything not downstream of the broken tables. A landing run "
+    "that failed for another reason is not pushed from.",
+    monitored_jobs=[land_sap_job, nightly_deletion_scan_job],
+    request_job=push_ometria_job,
+    default_status=DEFAULT_SENSOR_STATUS,
+)
+def push_after_blocked_landing(context: dg.RunStatusSensorContext):
     run = context.dagster_run
-    blocked = [
-        f"{e.asset_key.to_user_string()}:{e.check_name}"
-        for e in failed_check_evaluations(context.instance, run.run_id)
-        if e.blocking and e.severity == dg.AssetCheckSeverity.ERROR
-    ]
-    if blocked:
-        return dg.SkipReason(
-            f"landing run {run.run_id} had failed blocking checks ({', '.join(sorted(blocked))}): "
-            "nothing is pushed from a broken extract"
-        )
-    return dg.RunRequest(
-        run_key=f"push-after-{run.run_id}",
-        tags={LANDING_RUN_TAG: run.run_id},
-    )
+    other = failed_other_than_blocking_checks(context.instance, run.run_id)
+    if other:
+        return dg.SkipReason(f"landing run {run.run_id} failed ({', '.join(sorted(other))}): "
+                             "nothing is pushed until a landing succeeds")
+    return _push_request(context)
 
 
 # --------------------------------------------------------------------------------------------

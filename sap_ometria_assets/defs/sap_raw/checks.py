@@ -1,9 +1,12 @@
 """Checks on the landed SAP tables.
 
-- `contract` (every table, **blocking**, ERROR): the contract columns of lib/sap/tables.py are
-  all there with their types, in the latest extract and in the table. A removed column or a
-  changed type stops everything downstream of the table in the run: nothing is transformed or
-  pushed from a broken extract.
+- `contract` (every table, **blocking**, ERROR): the essential contract columns of
+  lib/sap/tables.py are all there with their types, in the latest extract and in the table. A
+  removed column or a changed type stops what is downstream of that table (in the run, and in
+  the push `push_after_landing` starts): nothing is transformed or pushed from a broken
+  extract, and what does not read the table goes on. An optional contract column (one no
+  downstream asset needs, e.g. UserFieldsMD.SubType) missing or retyped is a WARN naming it
+  (`optional_columns_missing`): nothing is blocked.
 - `schema_drift` (every table, WARN): columns beyond the contract that SAP started sending (a
   new UDF, say) or that had to be widened, named, for a few days after they changed; and
   contract columns with a few unreadable values (bad records, not a broken extract).
@@ -19,24 +22,26 @@ from sap_ometria_assets.lib.config.settings import get_settings
 from sap_ometria_assets.lib.quality.checks_config import get_checks_config
 from sap_ometria_assets.lib.quality.contracts import check_contract, schema_drift
 from sap_ometria_assets.lib.quality.drift import order_volume
-from sap_ometria_assets.lib.sap.tables import all_table_names, contract_columns
+from sap_ometria_assets.lib.sap.tables import all_table_names, contract_columns, optional_columns
 from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 
 
 def contract_result(report) -> dg.AssetCheckResult:
     expected = contract_columns(report.table)
+    warn_only = report.ok and report.degraded  # a WARN never blocks (Dagster: ERROR only)
     return dg.AssetCheckResult(
-        passed=report.ok,
-        severity=dg.AssetCheckSeverity.ERROR,
+        passed=report.ok and not report.degraded,
+        severity=dg.AssetCheckSeverity.WARN if warn_only else dg.AssetCheckSeverity.ERROR,
         description=report.summary(),
         metadata={
             "contract_columns": len(expected),
+            "optional_columns": dg.MetadataValue.json(sorted(optional_columns(report.table))),
+            "optional_columns_missing": dg.MetadataValue.json(
+                dict(sorted(report.optional_removed.items()))),
+            "optional_type_changes": _type_changes(report.optional_retyped),
             "compared_with": dg.MetadataValue.json(report.sources),
             "missing_columns": dg.MetadataValue.json(dict(sorted(report.removed.items()))),
-            "type_changes": dg.MetadataValue.json([
-                {"column": t.column, "expected": t.expected, "got": t.observed, "in": t.where}
-                for t in report.retyped
-            ]),
+            "type_changes": _type_changes(report.retyped),
             "columns_beyond_contract": len(report.extra),
             "unreadable_values_below_threshold": dg.MetadataValue.json(
                 {c: {"records": n, "of": m, "example": ex}
@@ -45,15 +50,23 @@ def contract_result(report) -> dg.AssetCheckResult:
     )
 
 
+def _type_changes(changes) -> dg.MetadataValue:
+    return dg.MetadataValue.json([
+        {"column": t.column, "expected": t.expected, "got": t.observed, "in": t.where}
+        for t in changes
+    ])
+
+
 def build_contract_check(table: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=dg.AssetKey(["sap_raw", table]),
         name="contract",
         blocking=True,
         pool="duckdb",
-        description=f"Blocking: sap_raw.{table} has every contract column of lib/sap/tables.py "
-        "with its type, in the latest extract and in the table. Fails (and stops everything "
-        "downstream) on a removed column or a changed type.",
+        description=f"Blocking: sap_raw.{table} has every essential contract column of "
+        "lib/sap/tables.py with its type, in the latest extract and in the table. Fails (and "
+        "stops what is downstream of this table) on a removed column or a changed type; an "
+        "optional contract column missing or retyped only warns, naming it.",
     )
     def _contract(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         settings = get_checks_config().contracts

@@ -91,6 +91,7 @@ from sap_ometria_assets.lib.sap.tables import (
     LANDED_AT,
     ChildTable,
     SapTable,
+    optional_columns,
 )
 from sap_ometria_assets.lib.config.settings import Settings
 from sap_ometria_assets.lib.warehouse.sql import table_columns
@@ -1675,13 +1676,16 @@ def _broken_contract(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Stage
             "SELECT column_name FROM sap_meta.extract_columns WHERE table_name = ?", [target.table]
         ).fetchall()}
         sent = {c.name.lower() for c in staged.cols[target.table]}
-        broken += [f"{target.table}.{c}" for c in target.contract if c.lower() in before - sent]
+        optional = optional_columns(target.table)  # absent: NULL, and the watermark moves on
+        broken += [f"{target.table}.{c}" for c in target.contract
+                   if c.lower() in before - sent and c not in optional]
     if staged.rejects:
         for table, column, records in con.execute(
                 f"SELECT table_name, column_name, count(DISTINCT record_key) FROM {q(staged.rejects)} "
                 "GROUP BY ALL").fetchall():
             target = next((t for t in plan.targets if t.table == table), None)
-            if target is None or column not in target.contract or records < 5:
+            if (target is None or column not in target.contract or records < 5
+                    or column in optional_columns(table)):
                 continue
             landed = con.execute(f"SELECT count(*) FROM {q(staged.tables[table])}").fetchone()[0]
             if records * 2 >= landed:
@@ -1742,7 +1746,7 @@ def _advance_watermark(con: duckdb.DuckDBPyConnection, plan: _Plan, staged: _Sta
     names_ = {c.name for c in staged.cols[plan.main.table]}
     after = before
     if broken:
-        # The contract check stops everything downstream of this extract; once SAP is fixed the
+        # The contract check stops what is downstream of this extract; once SAP is fixed the
         # same records must be read again (they carry no new UpdateDate), so the watermark stays.
         _log.warning("%s: the extract lacks contract column(s) %s; watermark kept at %s so the "
                      "next read lands these records again", plan.spec.table, ", ".join(broken),

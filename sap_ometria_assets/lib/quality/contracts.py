@@ -5,9 +5,13 @@ The expected columns and types come from the one registry, `lib/sap/tables.py`
 (written by the landing for every extract) and, for what downstream assets will read, from the
 `sap_raw` table itself.
 
-- A contract column missing, or of another kind of type, is a **breaking** change: the
-  contract check fails with ERROR and, being blocking, stops everything downstream (transforms,
-  push) so nothing is sent from a broken extract.
+- An *essential* contract column missing, or of another kind of type, is a **breaking**
+  change: the contract check fails with ERROR and, being blocking, stops what is downstream of
+  that table (its transforms, their push) so nothing is sent from a broken extract; assets that
+  do not read the table go on.
+- An *optional* contract column (`optional` in the registry: no downstream asset needs it)
+  missing or of another type only **warns**, naming it: the landing keeps the column, NULL,
+  and every reader treats it as NULL. Nothing is blocked.
   The landing casts contract columns to their registry type, so when SAP starts sending
   another kind of value (text in DocTotal) the values land NULL and are kept in
   `sap_meta.rejected_values`: when most values of a contract column in the latest extract were
@@ -28,7 +32,7 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from sap_ometria_assets.lib.sap.tables import contract_columns
+from sap_ometria_assets.lib.sap.tables import contract_columns, optional_columns
 from sap_ometria_assets.lib.warehouse.sql import table_columns, table_exists
 
 # ---------------------------------------------------------------------------------------------
@@ -172,26 +176,47 @@ class ContractReport:
     # contract column -> (records with an unreadable value, records landed, example): too few
     # to call the column changed; reported, not blocking
     unreadable: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    # optional contract columns (no downstream asset needs them): warned about, never blocking
+    optional_removed: dict[str, str] = field(default_factory=dict)
+    optional_retyped: list[TypeChange] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not (self.missing_table or self.removed or self.retyped)
 
+    @property
+    def degraded(self) -> bool:
+        """An optional contract column is missing or changed: a warning, nothing blocked."""
+        return bool(self.optional_removed or self.optional_retyped)
+
+    def optional_summary(self) -> str:
+        return (f"optional contract column(s) of sap_raw.{self.table} "
+                f"{_changes(self.optional_removed, self.optional_retyped)}: landed as NULL and "
+                "read as NULL downstream; nothing is blocked.")
+
     def summary(self) -> str:
         if self.missing_table:
             return f"sap_raw.{self.table} does not exist: nothing was landed."
+        if self.ok and self.degraded:
+            return "SAP changed the " + self.optional_summary()
         if self.ok:
             return (f"All {len(contract_columns(self.table))} contract columns of sap_raw."
                     f"{self.table} present with their contract types.")
-        parts = []
-        if self.removed:
-            parts.append("missing: " + ", ".join(
-                f"{c} ({w})" for c, w in sorted(self.removed.items())))
-        if self.retyped:
-            parts.append("type changed: " + ", ".join(
-                f"{t.column} {t.expected} -> {t.observed} ({t.where})" for t in self.retyped))
-        return (f"sap_raw.{self.table} breaks its contract; {'; '.join(parts)}. Downstream assets "
-                "will not run until the extract matches the contract in lib/sap/tables.py.")
+        text = (f"sap_raw.{self.table} breaks its contract; {_changes(self.removed, self.retyped)}. "
+                "The assets downstream of it will not run until the extract matches the contract "
+                "in lib/sap/tables.py; the others go on.")
+        return text + (" Also, " + self.optional_summary() if self.degraded else "")
+
+
+def _changes(removed: dict[str, str], retyped: list[TypeChange]) -> str:
+    """`missing: A (where); type changed: B X -> Y (where)`."""
+    parts = []
+    if removed:
+        parts.append("missing: " + ", ".join(f"{c} ({w})" for c, w in sorted(removed.items())))
+    if retyped:
+        parts.append("type changed: " + ", ".join(
+            f"{t.column} {t.expected} -> {t.observed} ({t.where})" for t in retyped))
+    return "; ".join(parts)
 
 
 def unreadable_values(con: duckdb.DuckDBPyConnection, table: str,
@@ -229,7 +254,19 @@ def check_contract(con: duckdb.DuckDBPyConnection, table: str, min_share: float 
     """Compare the latest extract and the landed table with the registry's contract columns.
 
     Unreadable values count as a type change when at least `min_rows` records and `min_share`
-    of the records the extract landed had one in the same contract column."""
+    of the records the extract landed had one in the same contract column. Optional columns
+    are reported apart (`optional_removed`, `optional_retyped`): they never make it fail."""
+    report = _compare(con, table, min_share, min_rows)
+    optional = optional_columns(table)
+    for column in [c for c in report.removed if c in optional]:
+        report.optional_removed[column] = report.removed.pop(column)
+    report.optional_retyped = [t for t in report.retyped if t.column in optional]
+    report.retyped = [t for t in report.retyped if t.column not in optional]
+    return report
+
+
+def _compare(con: duckdb.DuckDBPyConnection, table: str, min_share: float,
+             min_rows: int) -> ContractReport:
     expected = contract_columns(table)
     report = ContractReport(table=table)
     landed = landed_table_columns(con, table)

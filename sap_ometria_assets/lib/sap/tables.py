@@ -6,9 +6,12 @@ comes from, its key, how it is read (incremental on UpdateDate/UpdateTime or ful
 verbatim (`CardCode`, `DocTotal`, `U_LoyaltyTier`), values as the Service Layer returns them
 (`'cCustomer'`, `'tYES'`, `'bost_Open'`).
 
-Contract columns are what downstream assets rely on: a contract column that disappears or
-changes type blocks everything downstream (see the contract checks). Columns the Service Layer
-returns beyond the contract (more standard properties, user-defined fields `U_*`) are landed too.
+Contract columns are what downstream assets rely on. Each is either *essential* to the assets
+downstream of its table (a contract column that disappears or changes type blocks them, and only
+them: see the contract checks and `push_after_landing`) or *optional* (`optional`: no downstream
+asset needs it; every reader treats it as NULL, so its absence is a warning that blocks nothing).
+Columns the Service Layer returns beyond the contract (more standard properties, user-defined
+fields `U_*`) are landed too.
 
 Child tables (document lines, addresses, prices, stock per warehouse) come from collection
 properties of their parent entity (`DocumentLines`, `BPAddresses`, ...). Their parent's key is
@@ -48,6 +51,7 @@ class ChildTable:
     description: str
     columns: dict[str, str] = field(default_factory=dict)
     udf_table: str | None = None    # CUFD TableName whose UDFs appear on these rows
+    optional: frozenset[str] = frozenset()  # contract columns no downstream asset needs
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class SapTable:
     udf_table: str | None = None    # CUFD TableName of this entity's UDFs
     history: bool = False           # SCD2 history kept in sap_history
     filter: str | None = None       # fixed $filter, if any
+    # Contract columns no downstream asset needs: landed NULL when SAP stops sending them, and
+    # their absence only warns. Every other contract column is essential to the table's dependents.
+    optional: frozenset[str] = frozenset()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +202,10 @@ SAP_TABLES: tuple[SapTable, ...] = (
             "Size": INT,
             "ValidValuesMD": "JSON",
         },
+        # The landing types UDFs from TableName, Name and Type (SubType only tells a db_Date
+        # holding a time, read NULL as a date); the mapping check needs TableName and Name and
+        # uses Type and ValidValuesMD when present; Description and Size are read by nothing.
+        optional=frozenset({"SubType", "Description", "Size", "ValidValuesMD"}),
     ),
     SapTable(
         table="ocrg",
@@ -353,6 +364,19 @@ def contract_columns(table: str) -> dict[str, str]:
     if table in TABLES_BY_NAME:
         return TABLES_BY_NAME[table].columns
     return CHILDREN_BY_NAME[table][1].columns
+
+
+def optional_columns(table: str) -> frozenset[str]:
+    """Contract columns of `table` that no downstream asset needs (absent: a warning)."""
+    if table in TABLES_BY_NAME:
+        return TABLES_BY_NAME[table].optional
+    return CHILDREN_BY_NAME[table][1].optional
+
+
+def essential_columns(table: str) -> dict[str, str]:
+    """Contract columns of `table` its downstream assets need (absent: they are blocked)."""
+    optional = optional_columns(table)
+    return {c: t for c, t in contract_columns(table).items() if c not in optional}
 
 
 def table_key(table: str) -> tuple[str, ...]:
