@@ -18,7 +18,7 @@ from checks_fixtures import (
 )
 
 from sap_ometria_assets.lib.quality.drift import track_pending_changes
-from sap_ometria_assets.lib.sync_exceptions.rules import evaluate_exceptions
+from sap_ometria_assets.lib.sync_exceptions.register import evaluate_exceptions
 from sap_ometria_assets.lib.recon.views import (
     create_recon_views,
     read_back_records,

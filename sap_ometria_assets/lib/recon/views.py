@@ -32,14 +32,9 @@ import polars as pl
 
 from sap_ometria_assets.lib.quality.checks_config import ChecksConfig, MappingFacts
 from sap_ometria_assets.lib.quality.drift import stale_records_sql
-from sap_ometria_assets.lib.sync_exceptions.rules import (
-    KEEPS_RECORD_FROM_OMETRIA,
-    live_document,
-    lit,
-    not_cancellation,
-    text_list,
-)
-from sap_ometria_assets.lib.warehouse.sql import table_exists
+from sap_ometria_assets.lib.quality.sql_fragments import live_document, not_cancellation
+from sap_ometria_assets.lib.sync_exceptions.rule_ids import KEEPS_RECORD_FROM_OMETRIA
+from sap_ometria_assets.lib.warehouse.sql import lit, table_exists, text_list
 
 SNAPSHOT_DDL = """
 CREATE TABLE IF NOT EXISTS recon.ometria_snapshot (
