@@ -260,7 +260,7 @@ def acknowledge_all(con: duckdb.DuckDBPyConnection, at: datetime, request_prefix
 
 
 def snapshot_from_ometria_tables(con: duckdb.DuckDBPyConnection, at: datetime) -> None:
-    from sap_ometria_assets.lib.recon.views import write_snapshot
+    from sap_ometria_assets.lib.recon.snapshot import write_snapshot
 
     rows = con.execute("""
         SELECT record_type, id, payload FROM ometria.contacts WHERE held_back_reason IS NULL
