@@ -36,8 +36,8 @@ else:
 
 
 @pytest.mark.parametrize("module,loader,error", [
-    ("mapping", "load_mapping", "MappingError"),
-    ("checks_config", "load_checks_config", "ChecksConfigError"),
+    ("ometria.mapping", "load_mapping", "MappingError"),
+    ("quality.checks_config", "load_checks_config", "ChecksConfigError"),
 ])
 def test_a_billion_laughs_yaml_is_refused_quickly_with_a_short_message(tmp_path: Path, module,
                                                                        loader, error):
