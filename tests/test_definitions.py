@@ -115,7 +115,7 @@ def test_deletion_scan_job_turns_the_scan_on(defs):
 
 def test_operations_guide_covers_every_rule_check_and_automation(defs):
     """docs/operations.md is the handover guide: nothing that can fire may be missing from it."""
-    from sap_ometria_assets.lib.sync_exceptions.rules import RULES
+    from sap_ometria_assets.lib.sync_exceptions.catalogue import RULES
     from sap_ometria_assets.lib.config.settings import PROJECT_ROOT
 
     guide = (PROJECT_ROOT / "docs" / "operations.md").read_text(encoding="utf-8")

@@ -21,7 +21,9 @@ import pytest
 
 from sap_ometria_assets.emulators.sap_b1.company import generate_company
 from sap_ometria_assets.lib.quality.checks_config import get_checks_config
-from sap_ometria_assets.lib.sync_exceptions.rules import KEEPS_RECORD_FROM_OMETRIA, RULES, evaluate_exceptions
+from sap_ometria_assets.lib.sync_exceptions.catalogue import RULES
+from sap_ometria_assets.lib.sync_exceptions.register import evaluate_exceptions
+from sap_ometria_assets.lib.sync_exceptions.rule_ids import KEEPS_RECORD_FROM_OMETRIA
 from sap_ometria_assets.lib.config.settings import get_settings
 
 SCALE, SEED = 0.02, 42

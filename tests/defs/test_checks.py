@@ -28,7 +28,8 @@ from sap_ometria_assets.defs.sap_raw.checks import (  # noqa: E402
 )
 from sap_ometria_assets.lib.quality.checks_config import ChecksConfig  # noqa: E402
 from sap_ometria_assets.lib.quality.drift import Band, VolumeResult  # noqa: E402
-from sap_ometria_assets.lib.sync_exceptions.rules import RULES_BY_ID, evaluate_exceptions  # noqa: E402
+from sap_ometria_assets.lib.sync_exceptions.catalogue import RULES_BY_ID  # noqa: E402
+from sap_ometria_assets.lib.sync_exceptions.register import evaluate_exceptions  # noqa: E402
 from sap_ometria_assets.lib.ometria.client import OmetriaResource, OmetriaTarget  # noqa: E402
 from sap_ometria_assets.lib.sap.tables import all_table_names, contract_columns  # noqa: E402
 from sap_ometria_assets.lib.warehouse.db import WarehouseResource  # noqa: E402

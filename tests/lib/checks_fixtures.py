@@ -20,7 +20,8 @@ from decimal import Decimal
 import duckdb
 
 from sap_ometria_assets.lib.quality.checks_config import ChecksConfig, MappingFacts
-from sap_ometria_assets.lib.sync_exceptions.rules import OMETRIA_COLUMNS, SAP_META_COLUMNS, q
+from sap_ometria_assets.lib.sync_exceptions.sources import OMETRIA_COLUMNS, SAP_META_COLUMNS
+from sap_ometria_assets.lib.warehouse.sql import q
 from sap_ometria_assets.lib.push.feed import ensure_push_tables
 from sap_ometria_assets.lib.sap.tables import all_table_names, contract_columns
 
@@ -259,7 +260,7 @@ def acknowledge_all(con: duckdb.DuckDBPyConnection, at: datetime, request_prefix
 
 
 def snapshot_from_ometria_tables(con: duckdb.DuckDBPyConnection, at: datetime) -> None:
-    from sap_ometria_assets.lib.recon.views import write_snapshot
+    from sap_ometria_assets.lib.recon.snapshot import write_snapshot
 
     rows = con.execute("""
         SELECT record_type, id, payload FROM ometria.contacts WHERE held_back_reason IS NULL

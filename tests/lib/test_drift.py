@@ -16,7 +16,7 @@ from sap_ometria_assets.lib.quality.checks_config import (
     load_checks_config,
 )
 from sap_ometria_assets.lib.quality.drift import apply_freshness, create_trend_views, exception_trends, order_volume
-from sap_ometria_assets.lib.sync_exceptions.rules import ensure_tables
+from sap_ometria_assets.lib.sync_exceptions.register import ensure_tables
 
 LONDON = timezone(timedelta(hours=1))
 

@@ -17,7 +17,10 @@ from checks_fixtures import (
 )
 
 from sap_ometria_assets.lib.quality.checks_config import ChecksConfig
-from sap_ometria_assets.lib.sync_exceptions.rules import RULES, RULES_BY_ID, Rule, evaluate_exceptions, rules_markdown
+from sap_ometria_assets.lib.sync_exceptions.catalogue import RULES, RULES_BY_ID, rules_markdown
+from sap_ometria_assets.lib.sync_exceptions.register import evaluate_exceptions
+from sap_ometria_assets.lib.sync_exceptions.rule import Rule
+from sap_ometria_assets.lib.sync_exceptions.rule_ids import RULE_IDS
 
 
 @pytest.fixture
@@ -359,3 +362,9 @@ def test_rules_registry_is_documented():
         assert rule.severity in ("WARN", "ERROR")
         assert len(rule.description) > 40 and len(rule.fix_hint) > 20
         assert f"`{rule.id}`" in md
+
+
+def test_registry_lists_every_rule_once_in_the_order_of_rule_ids():
+    """checks.yaml is validated against RULE_IDS, so the ids and the registry must agree."""
+    assert tuple(r.id for r in RULES) == RULE_IDS
+    assert list(RULES_BY_ID) == list(RULE_IDS)

@@ -18,13 +18,9 @@ from checks_fixtures import (
 )
 
 from sap_ometria_assets.lib.quality.drift import track_pending_changes
-from sap_ometria_assets.lib.sync_exceptions.rules import evaluate_exceptions
-from sap_ometria_assets.lib.recon.views import (
-    create_recon_views,
-    read_back_records,
-    snapshot_available,
-    write_snapshot,
-)
+from sap_ometria_assets.lib.sync_exceptions.register import evaluate_exceptions
+from sap_ometria_assets.lib.recon.build import create_recon_views
+from sap_ometria_assets.lib.recon.snapshot import read_back_records, snapshot_available, write_snapshot
 
 D = Decimal
 

@@ -11,13 +11,12 @@ import dagster as dg
 import polars as pl
 
 from sap_ometria_assets.lib.quality.checks_config import ChecksConfig, get_checks_config
-from sap_ometria_assets.lib.sync_exceptions.rules import summarise_for_asset
-from sap_ometria_assets.lib.recon.views import markdown_table
+from sap_ometria_assets.lib.ometria.feeds import OMETRIA_FEEDS
+from sap_ometria_assets.lib.sync_exceptions.summaries import summarise_for_asset
+from sap_ometria_assets.lib.recon.summaries import markdown_table
 from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 
 SYNC_EXCEPTIONS = dg.AssetKey(["ops", "sync_exceptions"])
-OMETRIA_ASSETS = ("contacts", "orders", "products", "stock")
-
 _SEVERITY = {"WARN": dg.AssetCheckSeverity.WARN, "ERROR": dg.AssetCheckSeverity.ERROR}
 
 
@@ -72,4 +71,4 @@ def _build(asset: str) -> dg.AssetChecksDefinition:
     return _check
 
 
-ometria_exception_checks = [_build(asset) for asset in OMETRIA_ASSETS]
+ometria_exception_checks = [_build(asset) for asset in OMETRIA_FEEDS]

@@ -1,7 +1,7 @@
 """Sync exceptions (group `ops`) and reconciliation (group `recon`).
 
 Both read what the other layers built (sap_raw, ometria, ometria_push) and write only their own
-schemas (`ops`, `recon`). All logic lives in lib/sync_exceptions/rules.py, lib/recon/views.py and lib/quality/drift.py.
+schemas (`ops`, `recon`). All logic lives in lib/sync_exceptions/, lib/recon/ and lib/quality/drift.py.
 """
 
 from datetime import datetime, timezone
@@ -11,21 +11,16 @@ import polars as pl
 
 from sap_ometria_assets.lib.quality.checks_config import get_checks_config, mapping_facts
 from sap_ometria_assets.lib.quality.drift import create_trend_views
-from sap_ometria_assets.lib.sync_exceptions.rules import RULES_BY_ID, evaluate_exceptions, open_exceptions
-from sap_ometria_assets.lib.recon.views import (
-    create_recon_views,
-    markdown_table,
-    read_back_records,
-    reason_counts,
-    snapshot_available,
-    summarise_status_view,
-    write_snapshot,
-)
+from sap_ometria_assets.lib.sync_exceptions.catalogue import RULES_BY_ID
+from sap_ometria_assets.lib.sync_exceptions.register import evaluate_exceptions, open_exceptions
+from sap_ometria_assets.lib.recon.build import create_recon_views
+from sap_ometria_assets.lib.recon.snapshot import read_back_records, snapshot_available, write_snapshot
+from sap_ometria_assets.lib.recon.summaries import markdown_table, reason_counts, summarise_status_view
+from sap_ometria_assets.lib.ometria.feeds import OMETRIA_FEEDS
 from sap_ometria_assets.lib.ometria.client import OmetriaError, OmetriaResource
 from sap_ometria_assets.lib.config.secrets import scrub
 from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 
-OMETRIA_FEEDS = ("contacts", "orders", "products", "stock")
 OMETRIA_KEYS = [dg.AssetKey(["ometria", f]) for f in OMETRIA_FEEDS]
 PUSH_KEYS = [dg.AssetKey(["ometria_push", f]) for f in OMETRIA_FEEDS]
 # Reads Ometria's asynchronous validation errors into ometria_push.errors (the push layer).

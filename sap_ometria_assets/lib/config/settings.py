@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sap_ometria_assets.lib.config.errors import validation_problems
+
 # Project root = the folder holding pyproject.toml; relative paths in settings resolve against it
 # so that `make demo`, the Dagster UI and the tests agree on where `data/` is.
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -245,12 +247,11 @@ def load_settings(**overrides) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            name = str(err["loc"][0]).upper() if err["loc"] else "?"
+        problems = validation_problems(
+            exc, key=lambda loc: str(loc[0]).upper() if loc else "?",
             # never echo a secret's value back
-            shown = "" if "PASSWORD" in name or "KEY" in name or "WEBHOOK" in name else f" (got {err.get('input')!r})"
-            problems.append(f"{name}: {err['msg']}{shown}")
+            hide_value=lambda name: "PASSWORD" in name or "KEY" in name or "WEBHOOK" in name,
+        )
         raise SettingsError("Invalid configuration: " + "; ".join(problems)) from None
 
 

@@ -20,7 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sap_ometria_assets.lib.ometria.models import ISO_4217_CODES
-from sap_ometria_assets.lib.config.safe_yaml import YamlLimitError, describe_error, load_yaml_file, short_repr
+from sap_ometria_assets.lib.config.errors import validation_problems
+from sap_ometria_assets.lib.config.safe_yaml import YamlLimitError, describe_error, load_yaml_file
 
 
 class MappingError(ValueError):
@@ -294,10 +295,6 @@ class Mapping(_Strict):
         return self
 
 
-def _key_path(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc if p not in ("function-after",)) or "(top level)"
-
-
 def parse_mapping(data: Any, source: str = "<mapping>") -> Mapping:
     """Validate an already-parsed mapping document; errors name `source`, key path and value."""
     if not isinstance(data, dict):
@@ -305,11 +302,7 @@ def parse_mapping(data: Any, source: str = "<mapping>") -> Mapping:
     try:
         mapping = Mapping.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            path = _key_path(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {path}: {msg} (got {short_repr(err.get('input'))})")
+        lines = [f"{source}: {problem}" for problem in validation_problems(exc)]
         raise MappingError("Invalid mapping file\n" + "\n".join(lines)) from None
     return mapping.model_copy(update={"source": source})
 

@@ -18,11 +18,18 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sap_ometria_assets.lib.config.safe_yaml import YamlLimitError, describe_error, load_yaml_file, short_repr
+from sap_ometria_assets.lib.config.errors import validation_problems
+from sap_ometria_assets.lib.config.safe_yaml import YamlLimitError, describe_error, load_yaml_file
+from sap_ometria_assets.lib.config.settings import get_settings
+from sap_ometria_assets.lib.ometria.feeds import OMETRIA_FEEDS
+from sap_ometria_assets.lib.ometria.mapping import load_mapping
+from sap_ometria_assets.lib.ometria.models import ISO_4217_CODES, MAX_RECORD_BYTES
+from sap_ometria_assets.lib.sap.tables import all_table_names
+from sap_ometria_assets.lib.sync_exceptions.rule_ids import RULE_IDS
 
 Severity = Literal["WARN", "ERROR"]
 Owner = Literal["marketing", "finance", "ops"]
-OmetriaAsset = Literal["contacts", "orders", "products", "stock"]
+OmetriaAsset = Literal[OMETRIA_FEEDS]  # type: ignore[valid-type]
 
 
 class ChecksConfigError(ValueError):
@@ -80,7 +87,11 @@ class RuleOverride(_Strict):
 class ExceptionSettings(_Strict):
     order_total_tolerance: Decimal = Field(default=Decimal("0.01"), ge=0)
     credit_memo_tolerance: Decimal = Field(default=Decimal("0.01"), ge=0)
-    ometria_record_limit_bytes: int = Field(default=60 * 1024, gt=0)
+    ometria_record_limit_bytes: int = Field(
+        default=MAX_RECORD_BYTES, gt=0,
+        description="Ometria's record size limit, the one the transforms hold records back at "
+        "(lib/ometria/models.py); the record_too_large rule flags records over it.",
+    )
     unmatched_error_days: int = Field(
         default=7, ge=1,
         description="Ometria errors that name no record stay open this long (nothing can resolve them).",
@@ -188,8 +199,6 @@ class ChecksConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_tables(self) -> ChecksConfig:
-        from sap_ometria_assets.lib.sap.tables import all_table_names
-
         unknown = sorted(set(self.freshness.tables) - set(all_table_names()))
         if unknown:
             raise ValueError(f"freshness.tables names tables that are not landed: {unknown}")
@@ -197,8 +206,6 @@ class ChecksConfig(_Strict):
 
 
 def default_checks_path() -> Path:
-    from sap_ometria_assets.lib.config.settings import get_settings
-
     return get_settings().checks_path
 
 
@@ -218,20 +225,14 @@ def load_checks_config(path: str | Path | None = None) -> ChecksConfig:
     try:
         config = ChecksConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            problems.append(f"{key}: {err['msg']} (got {short_repr(err.get('input'))})")
-        raise ChecksConfigError(f"{path}: " + "; ".join(problems)) from None
-    from sap_ometria_assets.lib.sync_exceptions.rules import RULES_BY_ID  # late: exceptions imports us
-
+        raise ChecksConfigError(f"{path}: " + "; ".join(validation_problems(exc))) from None
     named = set(config.exceptions.rules)
     for thresholds in config.thresholds.values():
         named |= set(thresholds.rules)
-    unknown = sorted(named - set(RULES_BY_ID))
+    unknown = sorted(named - set(RULE_IDS))
     if unknown:
         raise ChecksConfigError(
-            f"{path}: unknown rule id(s) {unknown}; known rules: {sorted(RULES_BY_ID)}"
+            f"{path}: unknown rule id(s) {unknown}; known rules: {sorted(RULE_IDS)}"
         )
     return config
 
@@ -273,8 +274,6 @@ class MappingFacts(_Strict):
         if code in self.currency_map or code == self.local_currency:
             return True
         if self.pass_through_iso_codes:
-            from sap_ometria_assets.lib.ometria.models import ISO_4217_CODES
-
             return code in ISO_4217_CODES
         return False
 
@@ -282,8 +281,6 @@ class MappingFacts(_Strict):
         """Every code that reaches Ometria as ISO (map keys, local, pass-through ISO codes)."""
         codes = {*self.currency_map, self.local_currency}
         if self.pass_through_iso_codes:
-            from sap_ometria_assets.lib.ometria.models import ISO_4217_CODES
-
             codes |= set(ISO_4217_CODES)
         return sorted(codes)
 
@@ -295,8 +292,6 @@ class MappingFacts(_Strict):
 
 def mapping_facts(mapping_path: Path | None = None) -> MappingFacts:
     """The facts from the validated mapping (`lib/ometria/mapping.py`); a bad mapping raises its error."""
-    from sap_ometria_assets.lib.ometria.mapping import load_mapping
-
     return facts_from_mapping(load_mapping(mapping_path))
 
 

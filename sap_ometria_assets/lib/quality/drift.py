@@ -18,17 +18,18 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+import dagster as dg
 import duckdb
 
+from sap_ometria_assets.lib.ometria.feeds import OMETRIA_FEEDS
 from sap_ometria_assets.lib.quality.checks_config import (
     ChecksConfig,
     TrendSettings,
     VolumeSettings,
     get_checks_config,
 )
-from sap_ometria_assets.lib.warehouse.sql import table_exists
-
-OMETRIA_FEEDS = ("contacts", "orders", "products", "stock")
+from sap_ometria_assets.lib.quality.sql_fragments import live_document
+from sap_ometria_assets.lib.warehouse.sql import table_exists, transaction
 
 PAYLOAD_VERSIONS_DDL = """
 CREATE TABLE IF NOT EXISTS recon.payload_versions (
@@ -60,8 +61,7 @@ def track_pending_changes(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
         for f in feeds
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE _current_versions AS {union}")
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("""
             DELETE FROM recon.payload_versions p
             WHERE list_contains($feeds, p.feed) AND NOT EXISTS (
@@ -74,10 +74,6 @@ def track_pending_changes(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
             WHERE NOT EXISTS (SELECT 1 FROM recon.payload_versions p
                               WHERE p.feed = c.feed AND p.id = c.id)""",
             {"now": now}).fetchall()[0][0]
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return int(added)
 
 
@@ -157,8 +153,6 @@ def order_volume(
 
     `as_of` must be in company time (SAP's DocDate/DocTime carry no offset).
     """
-    from sap_ometria_assets.lib.sync_exceptions.rules import live_document
-
     settings = settings or get_checks_config().volume
     day = as_of.date()
     cutoff = as_of.strftime("%H:%M:%S")
@@ -287,8 +281,6 @@ def apply_freshness(defs, config: ChecksConfig | None = None):
     Called once from `definitions.py`: `defs = apply_freshness(defs)`. A policy an asset already
     declares itself is kept.
     """
-    import dagster as dg
-
     windows = (config or get_checks_config()).freshness
 
     def _with_policy(spec: dg.AssetSpec) -> dg.AssetSpec:

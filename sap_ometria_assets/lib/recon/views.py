@@ -16,54 +16,20 @@ The views live in the DuckDB schema `recon`, each with a comment, so a SQL user 
 the duckdb CLI (`duckdb data/warehouse.duckdb -c "FROM recon.customer_net_revenue WHERE status
 <> 'agrees'"`). A difference is `explained` when an open sync exception (ops.sync_exceptions)
 or a change still waiting for Ometria's acknowledgement covers the records behind it, and
-`differs` otherwise: the recon checks fail only on `differs`.
+`differs` otherwise: the recon checks fail only on `differs`. `view_specs` defines the tables;
+lib/recon/build.py creates them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
+from dataclasses import dataclass
 
-import duckdb
-import orjson
-import polars as pl
-
+from sap_ometria_assets.lib.ometria.feeds import OMETRIA_FEEDS
 from sap_ometria_assets.lib.quality.checks_config import ChecksConfig, MappingFacts
 from sap_ometria_assets.lib.quality.drift import stale_records_sql
-from sap_ometria_assets.lib.sync_exceptions.rules import (
-    KEEPS_RECORD_FROM_OMETRIA,
-    live_document,
-    lit,
-    not_cancellation,
-    text_list,
-)
-from sap_ometria_assets.lib.warehouse.sql import table_exists
-
-SNAPSHOT_DDL = """
-CREATE TABLE IF NOT EXISTS recon.ometria_snapshot (
-    record_type VARCHAR NOT NULL,
-    id VARCHAR NOT NULL,
-    payload VARCHAR,
-    fetched_at TIMESTAMPTZ NOT NULL
-);
-CREATE TABLE IF NOT EXISTS recon.snapshot_runs (
-    fetched_at TIMESTAMPTZ NOT NULL,
-    available BOOLEAN NOT NULL,
-    note VARCHAR,
-    contacts BIGINT,
-    orders BIGINT,
-    products BIGINT
-);
-ALTER TABLE recon.snapshot_runs ADD COLUMN IF NOT EXISTS outcome VARCHAR;
-"""
-# recon.snapshot_runs.outcome: 'read' (Ometria read back whole), 'dry_run' (nothing sent,
-# nothing read: by design), 'unavailable' (the read-back failed: an outage, a 404, an API not
-# honouring offset; the pushes stand, reconciliation compares SAP with the ledger only).
-SNAPSHOT_OUTCOMES = ("read", "dry_run", "unavailable")
-
-READ_BACK_TYPES = ("contact", "order", "product")
+from sap_ometria_assets.lib.quality.sql_fragments import live_document, not_cancellation
+from sap_ometria_assets.lib.sync_exceptions.rule_ids import KEEPS_RECORD_FROM_OMETRIA
+from sap_ometria_assets.lib.warehouse.sql import lit, text_list
 
 # Compare with what Ometria holds only when the latest read-back reached it (not in dry run).
 LATEST_READ_OK = """read_ok AS (
@@ -72,125 +38,21 @@ LATEST_READ_OK = """read_ok AS (
             )"""
 
 
-# ---------------------------------------------------------------------------------------------
-# Read-back snapshot
-# ---------------------------------------------------------------------------------------------
-def read_back_records(client, collection: str) -> Iterator[tuple[str, str, str]]:
-    """Every contact (of our collection), order and product Ometria holds, as
-    (record_type, id, payload JSON). The one place that knows the client's read-back API."""
-    sources = (
-        ("contact", client.iter_contacts(collection)),
-        ("order", client.iter_orders()),
-        ("product", client.iter_products()),
-    )
-    for record_type, records in sources:
-        for record in records:
-            record_id = record.get("id") if isinstance(record, dict) else None
-            if record_id is None:
-                continue
-            yield record_type, str(record_id), orjson.dumps(record).decode()
 
-
-def write_snapshot(
-    con: duckdb.DuckDBPyConnection, records: Iterable[tuple[str, str, str]], fetched_at: datetime,
-    available: bool = True, note: str | None = None, outcome: str | None = None,
-) -> dict[str, int]:
-    """Replace `recon.ometria_snapshot` with `records`; log the read in `recon.snapshot_runs`.
-
-    `available=False` keeps the previous snapshot (it is no longer compared) and records why
-    (`note`, `outcome` 'dry_run' or 'unavailable')."""
-    outcome = outcome or ("read" if available else "unavailable")
-    if outcome not in SNAPSHOT_OUTCOMES:
-        raise ValueError(f"outcome must be one of {SNAPSHOT_OUTCOMES}, got {outcome!r}")
-    con.execute("CREATE SCHEMA IF NOT EXISTS recon")
-    con.execute(SNAPSHOT_DDL)
-    types, ids, payloads = [], [], []
-    for record_type, record_id, payload in records:
-        types.append(record_type)
-        ids.append(record_id)
-        payloads.append(payload)
-    frame = pl.DataFrame(
-        {"record_type": types, "id": ids, "payload": payloads},
-        schema={"record_type": pl.String, "id": pl.String, "payload": pl.String},
-    )
-    counts = {t: 0 for t in READ_BACK_TYPES}
-    for t, n in frame.group_by("record_type").len().iter_rows():
-        counts[t] = int(n)
-    con.register("_snapshot_frame", frame)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        if available:
-            con.execute("DELETE FROM recon.ometria_snapshot")
-            con.execute(
-                "INSERT INTO recon.ometria_snapshot SELECT DISTINCT ON (record_type, id) "
-                "record_type, id, payload, CAST($at AS TIMESTAMPTZ) FROM _snapshot_frame",
-                {"at": fetched_at},
-            )
-        con.execute(
-            "INSERT INTO recon.snapshot_runs (fetched_at, available, note, contacts, orders, "
-            "products, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [fetched_at, available, note, counts["contact"], counts["order"], counts["product"],
-             outcome],
-        )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.unregister("_snapshot_frame")
-    con.execute(
-        "COMMENT ON TABLE recon.ometria_snapshot IS 'What Ometria holds, read back from its API "
-        "(contacts of our collection, orders, products): one row per record, payload = the JSON "
-        "Ometria returned. Replaced on every read.'"
-    )
-    return counts
-
-
-def latest_snapshot_run(con: duckdb.DuckDBPyConnection) -> dict | None:
-    """The latest read-back: fetched_at, available, outcome, note (None if never tried)."""
-    if not table_exists(con, "recon", "snapshot_runs"):
-        return None
-    has_outcome = bool(con.execute(
-        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'recon' "
-        "AND table_name = 'snapshot_runs' AND column_name = 'outcome'").fetchall()[0][0])
-    rows = con.execute(
-        f"SELECT fetched_at, available, {'outcome' if has_outcome else 'NULL'}, note "
-        "FROM recon.snapshot_runs ORDER BY fetched_at DESC LIMIT 1").fetchall()
-    if not rows:
-        return None
-    fetched_at, available, outcome, note = rows[0]
-    if outcome is None:  # a row of an older version
-        outcome = "read" if available else ("dry_run" if (note or "").startswith("dry run") else "unavailable")
-    return {"fetched_at": fetched_at, "available": bool(available), "outcome": outcome, "note": note}
-
-
-def snapshot_available(con: duckdb.DuckDBPyConnection) -> bool:
-    if not table_exists(con, "recon", "snapshot_runs"):
-        return False
-    rows = con.execute(
-        "SELECT available FROM recon.snapshot_runs ORDER BY fetched_at DESC LIMIT 1"
-    ).fetchall()
-    return bool(rows and rows[0][0])
-
-
-# ---------------------------------------------------------------------------------------------
-# Views
-# ---------------------------------------------------------------------------------------------
-def _macros() -> list[str]:
-    # How Ometria values an order payload, in one place (the views and SQL users share it).
-    return [
-        "CREATE OR REPLACE MACRO recon.amount(v) AS TRY_CAST(v AS DECIMAL(19,4))",
-        "CREATE OR REPLACE MACRO recon.order_grand_total(p) AS "
-        "recon.amount(json_extract_string(p, '$.grand_total'))",
-        "CREATE OR REPLACE MACRO recon.order_refunded(p) AS coalesce(list_sum(list_transform("
-        "json_extract_string(p, '$.lineitems[*].refunded'), lambda x: recon.amount(x))), 0)",
-        "CREATE OR REPLACE MACRO recon.order_is_valid(p) AS "
-        "coalesce(json_extract_string(p, '$.is_valid') <> 'false', true)",
-        "CREATE OR REPLACE MACRO recon.order_net(p) AS CASE WHEN recon.order_is_valid(p) "
-        "THEN recon.order_grand_total(p) - recon.order_refunded(p) ELSE 0 END",
-        "CREATE OR REPLACE MACRO recon.order_day(p) AS "
-        "TRY_CAST(substr(json_extract_string(p, '$.timestamp'), 1, 10) AS DATE)",
-    ]
+def _sides_joined(key: str) -> str:
+    """The end of a status table's `j`: the open exceptions and unacknowledged changes, and the
+    SAP, sent and Ometria sides joined to every (key, currency) in `k` (NULL keys match)."""
+    return f"""coalesce(exc.n, 0) AS open_exceptions, exc.rules AS exception_rules,
+                       coalesce(pend.n, 0) AS unacknowledged
+                FROM k CROSS JOIN (SELECT ok AS available FROM read_ok) snap
+                LEFT JOIN sap ON sap.{key} IS NOT DISTINCT FROM k.{key}
+                     AND sap.currency IS NOT DISTINCT FROM k.currency
+                LEFT JOIN sent ON sent.{key} IS NOT DISTINCT FROM k.{key}
+                     AND sent.currency IS NOT DISTINCT FROM k.currency
+                LEFT JOIN om ON om.{key} IS NOT DISTINCT FROM k.{key}
+                     AND om.currency IS NOT DISTINCT FROM k.currency
+                LEFT JOIN exc ON exc.{key} IS NOT DISTINCT FROM k.{key}
+                LEFT JOIN pend ON pend.{key} IS NOT DISTINCT FROM k.{key}"""
 
 
 @dataclass
@@ -201,7 +63,7 @@ class ViewSpec:
     needs: tuple[str, ...] = ()
 
 
-def _view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bool) -> list[ViewSpec]:
+def view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bool) -> list[ViewSpec]:
     local = lit(facts.local_currency)
     tol = config.recon.money_tolerance
     types = text_list(facts.customer_card_types)
@@ -211,7 +73,7 @@ def _view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: b
     ometria_records = " UNION ALL ".join(
         f"SELECT '{feed}' AS feed, record_type, CAST(id AS VARCHAR) AS id, sap_object, "
         f"CAST(sap_key AS VARCHAR) AS sap_key, payload_hash, held_back_reason FROM ometria.{feed}"
-        for feed in ("contacts", "orders", "products", "stock")
+        for feed in OMETRIA_FEEDS
     )
     doc_entities = "['order', 'order_line', 'credit_memo', 'credit_memo_line']"
 
@@ -281,7 +143,7 @@ def _view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: b
             "Every Ometria-ready record of the four feeds (contacts, orders, products, stock) with "
             "its SAP source and current payload hash.",
             ometria_records,
-            needs=("ometria.contacts", "ometria.orders", "ometria.products", "ometria.stock"),
+            needs=tuple(f"ometria.{feed}" for feed in OMETRIA_FEEDS),
         ),
         ViewSpec(
             "open_document_exceptions",
@@ -362,17 +224,7 @@ def _view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: b
                        CAST(coalesce(sent.net, 0) AS DECIMAL(19,2)) AS sent_net,
                        CASE WHEN snap.available THEN CAST(coalesce(om.net, 0) AS DECIMAL(19,2)) END
                          AS ometria_net,
-                       coalesce(exc.n, 0) AS open_exceptions, exc.rules AS exception_rules,
-                       coalesce(pend.n, 0) AS unacknowledged
-                FROM k CROSS JOIN (SELECT ok AS available FROM read_ok) snap
-                LEFT JOIN sap ON sap.card_code IS NOT DISTINCT FROM k.card_code
-                     AND sap.currency IS NOT DISTINCT FROM k.currency
-                LEFT JOIN sent ON sent.card_code IS NOT DISTINCT FROM k.card_code
-                     AND sent.currency IS NOT DISTINCT FROM k.currency
-                LEFT JOIN om ON om.card_code IS NOT DISTINCT FROM k.card_code
-                     AND om.currency IS NOT DISTINCT FROM k.currency
-                LEFT JOIN exc ON exc.card_code IS NOT DISTINCT FROM k.card_code
-                LEFT JOIN pend ON pend.card_code IS NOT DISTINCT FROM k.card_code
+                       {_sides_joined('card_code')}
             )
             SELECT card_code, currency, sap_orders, sap_credit_memos, sap_net, sap_net_local,
                    sent_net, ometria_net,
@@ -434,17 +286,7 @@ def _view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: b
                        CASE WHEN snap.available THEN coalesce(om.n, 0) END AS ometria_orders,
                        CASE WHEN snap.available THEN CAST(coalesce(om.value, 0) AS DECIMAL(19,2)) END
                          AS ometria_value,
-                       coalesce(exc.n, 0) AS open_exceptions, exc.rules AS exception_rules,
-                       coalesce(pend.n, 0) AS unacknowledged
-                FROM k CROSS JOIN (SELECT ok AS available FROM read_ok) snap
-                LEFT JOIN sap ON sap.day IS NOT DISTINCT FROM k.day
-                     AND sap.currency IS NOT DISTINCT FROM k.currency
-                LEFT JOIN sent ON sent.day IS NOT DISTINCT FROM k.day
-                     AND sent.currency IS NOT DISTINCT FROM k.currency
-                LEFT JOIN om ON om.day IS NOT DISTINCT FROM k.day
-                     AND om.currency IS NOT DISTINCT FROM k.currency
-                LEFT JOIN exc ON exc.day IS NOT DISTINCT FROM k.day
-                LEFT JOIN pend ON pend.day IS NOT DISTINCT FROM k.day
+                       {_sides_joined('day')}
             )
             SELECT day, currency, sap_orders, sap_value, sent_orders, sent_value,
                    ometria_orders, ometria_value,
@@ -555,138 +397,3 @@ def _view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: b
             needs=("recon.ometria_records", "ometria_push.ledger", "recon.payload_versions"),
         ),
     ]
-
-
-def _relation_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    schema, _, rel = name.partition(".")
-    if table_exists(con, schema, rel):
-        return True
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_views() WHERE schema_name = ? AND view_name = ?", [schema, rel]
-    ).fetchall()[0][0])
-
-
-def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Drop recon.<name> whether an earlier version left it as a view or a table."""
-    kinds = con.execute(
-        "SELECT table_type FROM information_schema.tables WHERE table_schema = 'recon' "
-        "AND table_name = ?", [name]).fetchall()
-    if kinds:
-        con.execute(f"DROP {'VIEW' if kinds[0][0] == 'VIEW' else 'TABLE'} recon.{name}")
-
-
-def _has_column(con: duckdb.DuckDBPyConnection, schema: str, table: str, column: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-        "AND column_name = ?", [schema, table, column]).fetchall()[0][0])
-
-
-@dataclass
-class ViewsResult:
-    created: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-
-def create_recon_views(
-    con: duckdb.DuckDBPyConnection, facts: MappingFacts, config: ChecksConfig
-) -> ViewsResult:
-    """(Re)create the `recon` macros, currency map and reconciliation tables (in dependency
-    order); one whose inputs do not exist yet is skipped (and dropped, so nothing stale
-    lingers) with the reason."""
-    con.execute("CREATE SCHEMA IF NOT EXISTS recon")
-    con.execute(SNAPSHOT_DDL)
-    for sql in _macros():
-        con.execute(sql)
-    _write_currency_map(con, facts)
-    ledger_has_payload = (table_exists(con, "ometria_push", "ledger")
-                          and _has_column(con, "ometria_push", "ledger", "payload"))
-    result = ViewsResult()
-    for spec in _view_specs(facts, config, ledger_has_payload):
-        missing = [n for n in spec.needs if not _relation_exists(con, n)]
-        _drop_relation(con, spec.name)
-        if missing:
-            result.skipped[spec.name] = "needs " + ", ".join(missing)
-            continue
-        # Materialised, not a view: the checks and SQL users then read one consistent picture
-        # as of this reconciliation, and a 1M-order comparison is computed once, not per query.
-        con.execute(f"CREATE TABLE recon.{spec.name} AS {spec.sql}")
-        con.execute(f"COMMENT ON TABLE recon.{spec.name} IS {lit(spec.comment)}")
-        result.created.append(spec.name)
-    return result
-
-
-def _write_currency_map(con: duckdb.DuckDBPyConnection, facts: MappingFacts) -> None:
-    codes = set(facts.currency_map) | {facts.local_currency}
-    for table in ("ordr", "orin"):
-        if table_exists(con, "sap_raw", table):
-            codes |= {r[0] for r in con.execute(
-                f'SELECT DISTINCT "DocCurrency" FROM sap_raw.{table} WHERE "DocCurrency" IS NOT NULL'
-            ).fetchall()}
-    rows = [(code, facts.iso_of(code)) for code in sorted(codes)]
-    con.execute("CREATE OR REPLACE TABLE recon.currency_map (sap_code VARCHAR, iso_code VARCHAR)")
-    con.executemany("INSERT INTO recon.currency_map VALUES (?, ?)", rows)
-    con.execute(
-        "COMMENT ON TABLE recon.currency_map IS 'SAP currency code -> ISO 4217 code as the "
-        "mapping translates it (iso_code NULL = unmapped: such documents are held back).'"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Summaries for the checks
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class ReconSummary:
-    view: str
-    counts: dict[str, int]
-    totals: dict[str, Decimal | None]
-    worst: pl.DataFrame
-
-    @property
-    def differs(self) -> int:
-        return self.counts.get("differs", 0)
-
-    @property
-    def explained(self) -> int:
-        return self.counts.get("explained", 0)
-
-
-def summarise_status_view(
-    con: duckdb.DuckDBPyConnection, view: str, total_columns: tuple[str, ...],
-    order_by: str, limit: int = 10,
-) -> ReconSummary:
-    counts = dict(con.execute(f"SELECT status, count(*) FROM recon.{view} GROUP BY 1").fetchall())
-    sums = ", ".join(f"sum({c})" for c in total_columns)
-    row = con.execute(f"SELECT {sums} FROM recon.{view}").fetchall()[0]
-    totals = dict(zip(total_columns, row, strict=True))
-    worst = con.sql(
-        f"SELECT * FROM recon.{view} WHERE status <> 'agrees' "
-        f"ORDER BY status = 'differs' DESC, {order_by} LIMIT {int(limit)}"
-    ).pl()
-    return ReconSummary(view=view, counts={str(k): int(v) for k, v in counts.items()},
-                        totals=totals, worst=worst)
-
-
-def reason_counts(con: duckdb.DuckDBPyConnection, view: str) -> dict[str, int]:
-    return {str(k): int(v) for k, v in con.execute(
-        f"SELECT reason, count(*) FROM recon.{view} GROUP BY 1 ORDER BY 2 DESC").fetchall()}
-
-
-def markdown_table(frame: pl.DataFrame, columns: list[str] | None = None, max_chars: int = 120) -> str:
-    """A small markdown table for check metadata (cells shortened, pipes escaped)."""
-    if columns:
-        frame = frame.select([c for c in columns if c in frame.columns])
-    if frame.height == 0:
-        return "_none_"
-    head = "| " + " | ".join(frame.columns) + " |"
-    sep = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = []
-    for row in frame.iter_rows():
-        cells = []
-        for v in row:
-            text = "" if v is None else str(v)
-            text = text.replace("|", "\\|").replace("\n", " ")
-            if len(text) > max_chars:
-                text = text[: max_chars - 1] + "…"
-            cells.append(text)
-        body.append("| " + " | ".join(cells) + " |")
-    return "\n".join([head, sep, *body])

@@ -21,7 +21,7 @@ items without price or name, inactive and frozen items, stock over several wareh
 the ring-fenced `WHS-WHOLESALE`, and over-committed stock. `Company.planted` names the keys of
 every deliberately planted case.
 
-Every sync exception rule (`lib/sync_exceptions/rules.py`) has examples here, at every scale:
+Every sync exception rule (`lib/sync_exceptions/rules_*.py`) has examples here, at every scale:
 
 | rule | planted (`Company.planted` key) |
 |---|---|
