@@ -16,9 +16,9 @@ import pytest
 from sap_ometria_assets.defs.ometria_push import assets as push_assets
 from sap_ometria_assets.emulators.ometria.embedded import ensure_embedded_ometria, stop_embedded_ometria
 from sap_ometria_assets.emulators.ometria.server import OmetriaEmulator
-from sap_ometria_assets.lib.ometria.client import OmetriaResource
+from sap_ometria_assets.defs.resources import OmetriaResource
 from sap_ometria_assets.lib.config.settings import get_settings
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.defs.resources import WarehouseResource
 
 KEY = "sk-defs-test-5d0e"
 ASSETS = [push_assets.contacts, push_assets.products, push_assets.orders, push_assets.stock,

@@ -13,17 +13,15 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from sap_ometria_assets.lib.ometria.client import (
+from sap_ometria_assets.lib.ometria.errors import (
     OmetriaAuthError,
     OmetriaBatchError,
-    OmetriaClient,
     OmetriaRequestError,
     OmetriaUnavailableError,
-    PushError,
-    RateLimiter,
-    parse_push_errors,
-    parse_retry_after,
 )
+from sap_ometria_assets.lib.ometria.client import OmetriaClient
+from sap_ometria_assets.lib.ometria.answers import PushError, parse_push_errors, parse_retry_after
+from sap_ometria_assets.lib.ometria.ratelimit import RateLimiter
 
 KEY = "sk-live-7f3c9e1b-not-for-logs"
 BASE = "https://api.ometria.test/v2"
@@ -335,7 +333,7 @@ def settings_env(monkeypatch, tmp_path):
 
 
 def test_resource_chooses_real_embedded_or_dry_run_from_the_environment(settings_env):
-    from sap_ometria_assets.lib.ometria.client import OmetriaResource
+    from sap_ometria_assets.defs.resources import OmetriaResource
 
     settings_env(OMETRIA_API_URL=BASE, OMETRIA_API_KEY=KEY, OMETRIA_RATE_LIMIT_PER_S="8")
     with OmetriaResource().open_client() as client:

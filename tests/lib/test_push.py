@@ -23,14 +23,11 @@ import pytest
 from pydantic import SecretStr
 
 from sap_ometria_assets.emulators.ometria.server import OmetriaEmulator
-from sap_ometria_assets.lib.ometria.client import OmetriaAuthError, OmetriaClient, OmetriaUnavailableError
-from sap_ometria_assets.lib.push.feed import (
-    ack_every_requests,
-    PushAbortedError,
-    errors_fetch_due,
-    push_feed,
-    sync_errors,
-)
+from sap_ometria_assets.lib.ometria.errors import OmetriaAuthError, OmetriaUnavailableError
+from sap_ometria_assets.lib.ometria.client import OmetriaClient
+from sap_ometria_assets.lib.push.send import ack_every_requests, push_feed
+from sap_ometria_assets.lib.push.results import PushAbortedError
+from sap_ometria_assets.lib.push.errors import errors_fetch_due, sync_errors
 
 KEY = "sk-push-test-0b7e55d1c2"
 DIRECTIVES = ("@merge", "@force_optin")
@@ -249,7 +246,7 @@ _KILLED_PUSH = textwrap.dedent("""
     import sys, duckdb
     from pydantic import SecretStr
     from sap_ometria_assets.lib.ometria.client import OmetriaClient
-    from sap_ometria_assets.lib.push.feed import push_feed
+    from sap_ometria_assets.lib.push.send import push_feed
     db, url, key = sys.argv[1:4]
     con = duckdb.connect(db)
     with OmetriaClient(url, SecretStr(key), rate_limit_per_s=1000) as client:
@@ -491,7 +488,7 @@ def test_error_list_is_read_only_when_worth_it(con, emu):
 
 
 def test_missing_input_table_is_a_clear_error(con):
-    from sap_ometria_assets.lib.push.feed import PushInputMissingError
+    from sap_ometria_assets.lib.push.results import PushInputMissingError
 
     with pytest.raises(PushInputMissingError, match="materialise the ometria/orders asset"):
         push_feed(con, None, "orders", dry_run=True, outbox_dir=Path("/tmp/unused"))

@@ -13,7 +13,7 @@ import polars as pl
 from sap_ometria_assets.lib.quality.checks_config import ChecksConfig, get_checks_config
 from sap_ometria_assets.lib.sync_exceptions.rules import summarise_for_asset
 from sap_ometria_assets.lib.recon.views import markdown_table
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.defs.resources import WarehouseResource
 
 SYNC_EXCEPTIONS = dg.AssetKey(["ops", "sync_exceptions"])
 OMETRIA_ASSETS = ("contacts", "orders", "products", "stock")

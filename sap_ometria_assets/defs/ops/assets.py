@@ -21,9 +21,10 @@ from sap_ometria_assets.lib.recon.views import (
     summarise_status_view,
     write_snapshot,
 )
-from sap_ometria_assets.lib.ometria.client import OmetriaError, OmetriaResource
+from sap_ometria_assets.lib.ometria.errors import OmetriaError
+from sap_ometria_assets.defs.resources import OmetriaResource
 from sap_ometria_assets.lib.config.secrets import scrub
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.defs.resources import WarehouseResource
 
 OMETRIA_FEEDS = ("contacts", "orders", "products", "stock")
 OMETRIA_KEYS = [dg.AssetKey(["ometria", f]) for f in OMETRIA_FEEDS]

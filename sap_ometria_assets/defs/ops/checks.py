@@ -20,7 +20,7 @@ from sap_ometria_assets.lib.recon.views import (
     snapshot_available,
     summarise_status_view,
 )
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.defs.resources import WarehouseResource
 from sap_ometria_assets.lib.warehouse.sql import table_exists
 
 RECON_VIEWS = dg.AssetKey(["recon", "views"])
