@@ -14,7 +14,7 @@ Tables (schema `ometria_push`; DDL below is the contract):
 - `requests`: every push request (or outbox line), acknowledged or failed.
 - `sent_records`: which record went in which request (audit, and to match Ometria's errors).
 - `errors`: Ometria's reported errors (deduplicated), plus records refused before sending
-  (`source = 'client'`, e.g. over 60 KB) or refused with a 4xx (`source = 'http'`).
+  (`source = 'client'`, e.g. without an id) or refused with a 4xx (`source = 'http'`).
 - `error_fetches`: when `/push/_errors` was read and what it brought.
 
 Nothing secret is written: the key stays inside the client.

@@ -1,7 +1,7 @@
 """The delta of a push: which rows of `ometria.<feed>` go to Ometria, in which batches.
 
-`plan_delta` counts the feed (held back, locally invalid, unchanged), lists the rows we refuse
-to send in `ometria_push.errors`, and keeps in a temp table `_push_delta` the keys of the rows
+`plan_delta` counts the feed (held back, locally invalid, unchanged), lists the rows it cannot
+key or batch in `ometria_push.errors`, and keeps in a temp table `_push_delta` the keys of the rows
 whose hash differs from the one Ometria last acknowledged, numbered into batches of at most 100
 records of one type. Stock flags wait until their product is in Ometria.
 
@@ -20,28 +20,26 @@ import polars as pl
 
 from sap_ometria_assets.lib.ometria.client import MAX_RECORDS_PER_REQUEST
 
-# One record limit ("Record is too large" above 60 KB) for the transforms, which hold such
-# records back, and the push, which never sends one.
-from sap_ometria_assets.lib.ometria.models import MAX_RECORD_BYTES
 from sap_ometria_assets.lib.push.errors import record_errors
 from sap_ometria_assets.lib.push.ledger import FEEDS, PARENT_FEED
 from sap_ometria_assets.lib.push.results import Logger, PushResult
 
 
 def _invalid_sql(feed: str) -> str:
+    """Why a row cannot be keyed or batched (no id, no payload, another feed's type), NULL when
+    it can. Not a validation of the record: that was done where it was built (finalize holds
+    back what Ometria would refuse, a record over 60 KB among them)."""
     types = ", ".join(f"'{t}'" for t in FEEDS[feed])
     return f"""CASE
         WHEN id IS NULL OR CAST(id AS VARCHAR) = '' THEN 'record has no id'
         WHEN payload IS NULL OR payload = '' THEN 'record has no payload'
         WHEN record_type IS NULL OR record_type NOT IN ({types})
             THEN 'record_type ' || coalesce(record_type, 'NULL') || ' does not belong to feed {feed}'
-        WHEN strlen(payload) > {MAX_RECORD_BYTES}
-            THEN 'Record is too large: ' || strlen(payload) || ' bytes, Ometria takes at most {MAX_RECORD_BYTES}'
         END"""
 
 
 def plan_delta(con: duckdb.DuckDBPyConnection, feed: str, result: PushResult, *, dry_run: bool,
-          retry_rejected: bool, where: str | None, logger: Logger) -> None:
+               retry_rejected: bool, where: str | None, logger: Logger) -> None:
     """Counts, locally invalid rows, and the delta (temp table `_push_delta` with batch numbers)."""
     source = f'ometria."{feed}"'
     filt = f"({where})" if where else "TRUE"

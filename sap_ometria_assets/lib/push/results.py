@@ -41,7 +41,7 @@ class PushResult:
     dry_run: bool
     rows_in_table: int = 0
     held_back: int = 0
-    invalid: int = 0                 # pushable rows we refused to send (no id, over 60 KB, ...)
+    invalid: int = 0                 # pushable rows we cannot key or batch (no id, no payload, another feed's type)
     waiting_for_parent: int = 0      # stock flags of products Ometria does not hold yet
     duplicate_ids: int = 0
     skipped_unchanged: int = 0

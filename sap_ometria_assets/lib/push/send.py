@@ -275,7 +275,7 @@ def push_feed(
     state = _Push(con, client, feed, dry_run, outbox, run_id, logger)
     result = state.result
     plan_delta(con, feed, result, dry_run=dry_run, retry_rejected=retry_rejected, where=where,
-          logger=logger)
+               logger=logger)
     logger.info(
         f"{feed}: {result.rows_in_table} rows, {result.held_back} held back, {result.invalid} invalid, "
         f"{result.skipped_unchanged} unchanged, {result.to_send} to "
