@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
 
 import httpx
-import orjson
 from pydantic import SecretStr
 from tenacity import (
     RetryCallState,
@@ -52,21 +50,16 @@ from sap_ometria_assets.lib.ometria.errors import (
     OmetriaAuthError,
     OmetriaBatchError,
     OmetriaError,
-    OmetriaPagingError,
     OmetriaRequestError,
     OmetriaUnavailableError,
     OmetriaUnconfirmedError,
 )
 from sap_ometria_assets.lib.ometria.ratelimit import Clock, RateLimiter, Sleep
+from sap_ometria_assets.lib.ometria.readback import ReadBack
 
 log = secret_scrub.scrubbed_logger(__name__)
 
 MAX_RECORDS_PER_REQUEST = 100
-MAX_LIST_LIMIT = 250
-# Read-back bound: pages of one listing before we stop and call the read-back unavailable
-# (250 records a page: 5 million records). An API that ignores `offset` is caught sooner, by
-# its repeated pages.
-MAX_READ_BACK_PAGES = 20_000
 RECORD_TYPES = ("contact", "order", "product", "custom_event")
 
 
@@ -106,8 +99,10 @@ def _int_header(headers: httpx.Headers, name: str) -> int | None:
 
 
 
-class OmetriaClient:
-    """One Ometria account. Thread-safe for the rate limiter; use as a context manager."""
+class OmetriaClient(ReadBack):
+    """One Ometria account. Thread-safe for the rate limiter; use as a context manager.
+
+    Pushes and the error list are here; reading Ometria's records back comes from `ReadBack`."""
 
     def __init__(
         self,
@@ -357,7 +352,7 @@ class OmetriaClient:
                   accepted_n, rejected_n)
         return result
 
-    # -- errors and read-back ----------------------------------------------------------
+    # -- GETs: the error list, and the requests of the read-back --------------------------
     def _get_json(self, path: str, params: dict[str, Any] | None = None, *,
                   missing_ok: bool = False) -> Any:
         response, attempts, duration = self._send("GET", path, params=params)
@@ -380,62 +375,3 @@ class OmetriaClient:
     def fetch_errors(self) -> list[PushError]:
         """The (at most 100) most recent asynchronous validation errors of the account."""
         return parse_push_errors(self._get_json("push/_errors"))
-
-    def get_contact(self, collection: str, contact_id: str) -> dict | None:
-        return self._get_json(f"contacts/{quote(collection, safe='')}/{quote(contact_id, safe='')}",
-                              missing_ok=True)
-
-    def get_order(self, order_id: str) -> dict | None:
-        return self._get_json(f"orders/{quote(order_id, safe='')}", missing_ok=True)
-
-    def get_product(self, product_id: str) -> dict | None:
-        return self._get_json(f"products/{quote(product_id, safe='')}", missing_ok=True)
-
-    def _iter(self, path: str, limit: int, offset: int, extra: dict[str, Any] | None = None,
-              max_pages: int | None = None) -> Iterator[dict]:
-        """Every record of a listing, page by page (`limit`/`offset`).
-
-        Bounded: a page whose records (by id) are exactly those of a page already read means
-        the API is not advancing (it ignores `offset`), and `max_pages` caps the listing; both
-        raise `OmetriaPagingError` instead of reading forever. Pages that merely overlap (a
-        record inserted while we read shifts the offsets) are fine: the snapshot dedupes."""
-        if not 1 <= limit <= MAX_LIST_LIMIT:
-            raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT} (Ometria's maximum), got {limit}")
-        max_pages = max_pages or MAX_READ_BACK_PAGES
-        seen: set[int] = set()
-        pages = 0
-        while True:
-            if pages >= max_pages:
-                raise OmetriaPagingError(
-                    f"Ometria GET {self.base_url}/{path}: still not at the end after {pages} pages "
-                    f"of {limit} (the read-back ceiling); stopped reading.")
-            page = self._get_json(path, {"limit": limit, "offset": offset, **(extra or {})})
-            pages += 1
-            if isinstance(page, dict):
-                page = next((page[k] for k in ("data", "results", "items") if isinstance(page.get(k), list)), [])
-            if not isinstance(page, list):
-                return
-            keys = hash(tuple(sorted(
-                str(r.get("id")) if isinstance(r, dict) else orjson.dumps(r).decode() for r in page)))
-            if page and keys in seen:
-                raise OmetriaPagingError(
-                    f"Ometria GET {self.base_url}/{path} served the same {len(page)} records again "
-                    f"at offset {offset} (page {pages}): the API is not honouring `offset`, so the "
-                    "listing cannot be read to its end; stopped reading.")
-            seen.add(keys)
-            yield from page
-            if len(page) < limit:
-                return
-            offset += len(page)
-
-    def iter_orders(self, limit: int = MAX_LIST_LIMIT, offset: int = 0) -> Iterator[dict]:
-        return self._iter("orders", limit, offset)
-
-    def iter_products(self, limit: int = MAX_LIST_LIMIT, offset: int = 0,
-                      active: bool | None = None) -> Iterator[dict]:
-        extra = None if active is None else {"active": "true" if active else "false"}
-        return self._iter("products", limit, offset, extra)
-
-    def iter_contacts(self, collection: str, limit: int = MAX_LIST_LIMIT, offset: int = 0
-                      ) -> Iterator[dict]:
-        return self._iter(f"contacts/{quote(collection, safe='')}", limit, offset)
