@@ -82,7 +82,7 @@ def stage_dagster(args: argparse.Namespace) -> dict[str, Any]:
     import dagster as dg
 
     from sap_ometria_assets.definitions import defs as build_defs
-    from sap_ometria_assets.lib.ometria.client import OmetriaResource
+    from sap_ometria_assets.defs.resources import OmetriaResource
 
     loaded = build_defs()
     job = dg.define_asset_job(f"bench_{args.phase}", selection=_selection(args.phase))
@@ -142,7 +142,7 @@ def _http_seconds(run_id: str) -> dict[str, float]:
 # Push without HTTP: delta computation + serialisation
 # ---------------------------------------------------------------------------------------------
 def stage_push_dry(args: argparse.Namespace) -> dict[str, Any]:
-    from sap_ometria_assets.lib.push.feed import push_feed
+    from sap_ometria_assets.lib.push.send import push_feed
     from sap_ometria_assets.lib.config.settings import get_settings
     from sap_ometria_assets.lib.warehouse.db import connect
 
@@ -209,7 +209,7 @@ def stage_hashes(args: argparse.Namespace) -> dict[str, Any]:
             diff = after.join(before, on=["id", "payload_hash"], how="anti")
             changed_ids[feed] = diff["id"]
             out[feed] = {"pushable": after.height, "changed": diff.height}
-        # A stock flag is sent again after its product was re-sent whole (lib/push/feed.py rule).
+        # A stock flag is sent again after its product was re-sent whole (lib/push/plan.py rule).
         stock_ids = _pushable(con, "stock")["id"]
         resent = stock_ids.filter(stock_ids.is_in(changed_ids["products"]) | stock_ids.is_in(changed_ids["stock"]))
         out["stock"]["changed_including_product_resends"] = resent.len()

@@ -20,7 +20,7 @@ from sap_ometria_assets.defs.automation import alerting, jobs, schedules, sensor
 from sap_ometria_assets.defs.automation.config import automation_config
 from sap_ometria_assets.lib.sap.tables import all_table_names
 from sap_ometria_assets.lib.config.settings import SettingsError, get_settings
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.defs.resources import WarehouseResource
 
 BREAK_CONTRACT = "test/break_contract"
 WARN_CHECK_FAILS = "test/error_check_fails"
@@ -372,7 +372,8 @@ def test_clean_successful_run_raises_nothing(landing_runs, env, webhook):
 
 from pydantic import SecretStr  # noqa: E402
 
-from sap_ometria_assets.lib.sap.client import SapB1Client, SapB1Resource  # noqa: E402
+from sap_ometria_assets.lib.sap.client import SapB1Client  # noqa: E402
+from sap_ometria_assets.defs.resources import SapB1Resource  # noqa: E402
 from tests.fakes.service_layer import FAKE_PASSWORD  # noqa: E402
 
 _IN_MEMORY: dict[str, object] = {}

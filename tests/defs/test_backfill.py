@@ -14,12 +14,13 @@ from pydantic import SecretStr
 from sap_ometria_assets.defs.backfill import assets as bf
 from sap_ometria_assets.lib.warehouse import db as warehouse
 from sap_ometria_assets.lib.landing.land import land_table
-from sap_ometria_assets.lib.ometria.client import OmetriaResource
+from sap_ometria_assets.defs.resources import OmetriaResource
 from sap_ometria_assets.lib.automation.partitions import monthly_docdate_partitions, window_for_partition
-from sap_ometria_assets.lib.sap.client import SapB1Client, SapB1Resource
+from sap_ometria_assets.lib.sap.client import SapB1Client
+from sap_ometria_assets.defs.resources import SapB1Resource
 from sap_ometria_assets.lib.sap.tables import SAP_TABLES, TABLES_BY_NAME
 from sap_ometria_assets.lib.config.settings import get_settings
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.defs.resources import WarehouseResource
 from tests.fakes.service_layer import FAKE_PASSWORD
 
 # --------------------------------------------------------------------------------------------

@@ -30,9 +30,9 @@ from sap_ometria_assets.lib.quality.checks_config import ChecksConfig  # noqa: E
 from sap_ometria_assets.lib.quality.drift import Band, VolumeResult  # noqa: E402
 from sap_ometria_assets.lib.sync_exceptions.catalogue import RULES_BY_ID  # noqa: E402
 from sap_ometria_assets.lib.sync_exceptions.register import evaluate_exceptions  # noqa: E402
-from sap_ometria_assets.lib.ometria.client import OmetriaResource, OmetriaTarget  # noqa: E402
+from sap_ometria_assets.defs.resources import OmetriaResource, OmetriaTarget  # noqa: E402
 from sap_ometria_assets.lib.sap.tables import all_table_names, contract_columns  # noqa: E402
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource  # noqa: E402
+from sap_ometria_assets.defs.resources import WarehouseResource  # noqa: E402
 
 
 def evaluations(result) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "lib"))
 from sap_frames import bp, cufd, frame, line, ocrg, order  # noqa: E402
 
 from sap_ometria_assets.defs.ometria import assets as A  # noqa: E402
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource, connect, write_table  # noqa: E402
+from sap_ometria_assets.defs.resources import WarehouseResource  # noqa: E402
+from sap_ometria_assets.lib.warehouse.db import connect, write_table  # noqa: E402
 
 ASSETS = [A.ometria_contacts, A.ometria_orders_and_refunds, A.ometria_products, A.ometria_stock]
 KEYS = {dg.AssetKey(["ometria", t]) for t in ("contacts", "orders", "refunds", "products", "stock")}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from contextlib import contextmanager
 
 import dagster as dg
 import duckdb
@@ -16,9 +17,9 @@ import pytest
 from sap_ometria_assets.defs.ometria_push import assets as push_assets
 from sap_ometria_assets.emulators.ometria.embedded import ensure_embedded_ometria, stop_embedded_ometria
 from sap_ometria_assets.emulators.ometria.server import OmetriaEmulator
-from sap_ometria_assets.lib.ometria.client import OmetriaResource
+from sap_ometria_assets.defs.resources import OmetriaResource, OmetriaTarget, WarehouseResource
 from sap_ometria_assets.lib.config.settings import get_settings
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.lib.ometria.answers import PushError, PushResponse
 
 KEY = "sk-defs-test-5d0e"
 ASSETS = [push_assets.contacts, push_assets.products, push_assets.orders, push_assets.stock,
@@ -161,3 +162,62 @@ def test_asset_graph_expresses_the_push_order():
     assert parents("ometria_push/contacts") == {"ometria/contacts"}
     spec = graph.get(dg.AssetKey.from_user_string("ometria_push/orders"))
     assert spec.group_name == "ometria_push" and "ometria" in spec.kinds
+
+
+# --------------------------------------------------------------------------------------
+# The resource seam: a plain fake in place of Ometria
+# --------------------------------------------------------------------------------------
+class RecordingClient:
+    """Stands in for OmetriaClient: takes every push, answers like Ometria, sends nothing."""
+
+    base_url = "fake://ometria"
+
+    def __init__(self) -> None:
+        self.pushes: list[tuple[str, list[str]]] = []
+
+    def push(self, records, record_type: str) -> PushResponse:
+        ids = [json.loads(r)["id"] for r in records]
+        self.pushes.append((record_type, ids))
+        return PushResponse(request_id=f"fake-{len(self.pushes)}", http_status=202,
+                            accepted=len(records), rejected=0, record_type=record_type,
+                            record_count=len(records), bytes_sent=sum(map(len, records)),
+                            duration_ms=1.0, attempts=1)
+
+    def fetch_errors(self) -> list[PushError]:
+        return []
+
+
+class FakeOmetria:
+    """A plain object with the three methods the push assets use: no Dagster resource class,
+    no settings, no emulator."""
+
+    def __init__(self) -> None:
+        self.client = RecordingClient()
+
+    def is_dry_run(self) -> bool:
+        return False
+
+    def target(self, client=None) -> OmetriaTarget:
+        return OmetriaTarget(url=self.client.base_url, dry_run=False, embedded=False,
+                             collection="sap_b1")
+
+    @contextmanager
+    def open_client(self):
+        yield self.client
+
+
+def test_a_push_asset_materialises_with_a_plain_fake_ometria(env):
+    fake = FakeOmetria()
+    result = dg.materialize([push_assets.contacts],
+                            resources={"ometria": fake, "warehouse": WarehouseResource()},
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert [(t, len(ids)) for t, ids in fake.client.pushes] == [("contact", 100), ("contact", 50)]
+    assert {i for _, ids in fake.client.pushes for i in ids} == {f"C{i}" for i in range(150)}
+    md = result.asset_materializations_for_node("ometria_push__contacts")[0].metadata
+    assert md["target"].value == "fake://ometria" and md["records_sent"].value == 150
+    assert md["dagster/row_count"].value == 150
+    # nothing changed: the second run sends nothing
+    dg.materialize([push_assets.contacts], resources={"ometria": fake, "warehouse": WarehouseResource()},
+                   instance=dg.DagsterInstance.ephemeral())
+    assert len(fake.client.pushes) == 2

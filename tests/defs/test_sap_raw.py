@@ -10,10 +10,10 @@ import duckdb
 import pytest
 
 from sap_ometria_assets.defs.sap_raw.assets import sap_raw_assets
-from sap_ometria_assets.lib.sap.client import SapB1Resource
+from sap_ometria_assets.defs.resources import SapB1Resource
 from sap_ometria_assets.lib.sap.tables import SAP_TABLES, all_table_names
 from sap_ometria_assets.lib.config.settings import get_settings
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.defs.resources import WarehouseResource
 
 
 def _key(table: str) -> dg.AssetKey:

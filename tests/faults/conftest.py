@@ -13,8 +13,7 @@ from faultkit import LAND_AND_TRANSFORM, OMETRIA_KEY, SAP_PASSWORD, SCALE, SEED,
 from sap_ometria_assets.emulators.ometria.server import OmetriaEmulator
 from sap_ometria_assets.emulators.sap_b1.company import Company, generate_company
 from sap_ometria_assets.emulators.sap_b1.server import SapB1Emulator
-from sap_ometria_assets.lib.ometria import client as ometria_client
-from sap_ometria_assets.lib.sap import client as sap_client
+from sap_ometria_assets.defs import resources
 from sap_ometria_assets.lib.config.settings import get_settings
 
 
@@ -48,9 +47,8 @@ def _apply(monkeypatch, env: Env) -> None:
 def fast_retries(monkeypatch) -> list[float]:
     """Short SAP backoff; Ometria's waits (backoff, Retry-After, pacing) recorded, not slept."""
     sleeps: list[float] = []
-    monkeypatch.setattr(sap_client, "RETRY_BACKOFF_S", 0.01)
-    monkeypatch.setattr(ometria_client, "RETRY_BACKOFF_S", 0.01)
-    monkeypatch.setattr(ometria_client, "SLEEP", sleeps.append)
+    monkeypatch.setattr(resources, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr(resources, "SLEEP", sleeps.append)
     return sleeps
 
 

@@ -14,7 +14,7 @@ import pytest
 from faultkit import PUSH, SYNC, assert_nothing_lost, query, run_sync
 
 from sap_ometria_assets.lib.ometria.client import MAX_RECORDS_PER_REQUEST
-from sap_ometria_assets.lib.push.feed import ack_every_requests
+from sap_ometria_assets.lib.push.send import ack_every_requests
 from sap_ometria_assets.lib.warehouse.db import WarehouseLockedError, connect
 
 HERE = Path(__file__).resolve().parent
@@ -70,7 +70,7 @@ def test_killed_mid_push_then_rerun_resends_at_most_one_group_of_acknowledgement
     sent = [rid for _, kind, ids in env.ometria.stats.push_log for rid in ids]
     twice = len(sent) - len(set(sent))
     # ...and what it confirmed but the killed run had not yet written is sent once more: at
-    # most one group of acknowledgements (lib/push/feed.py ack_every_requests() requests)
+    # most one group of acknowledgements (lib/push/send.py ack_every_requests() requests)
     assert twice <= ack_every_requests() * MAX_RECORDS_PER_REQUEST, \
         f"{twice} records sent twice: more than one group of acknowledgements"
 

@@ -17,7 +17,8 @@ from faultkit import OMETRIA_KEY, PUSH, SAP_PASSWORD, SYNC, assert_nothing_lost,
 
 from sap_ometria_assets.lib.ometria import models as ometria_models
 from sap_ometria_assets.lib.ometria.mapping import load_mapping
-from sap_ometria_assets.lib.ometria.client import OmetriaClient, OmetriaResource
+from sap_ometria_assets.lib.ometria.client import OmetriaClient
+from sap_ometria_assets.defs.resources import OmetriaResource
 from sap_ometria_assets.lib.sap.client import SapB1Client, _settings_kwargs
 from sap_ometria_assets.lib.config.settings import PROJECT_ROOT, Settings, get_settings
 

@@ -22,7 +22,7 @@ import duckdb
 from sap_ometria_assets.lib.quality.checks_config import ChecksConfig, MappingFacts
 from sap_ometria_assets.lib.sync_exceptions.sources import OMETRIA_COLUMNS, SAP_META_COLUMNS
 from sap_ometria_assets.lib.warehouse.sql import q
-from sap_ometria_assets.lib.push.feed import ensure_push_tables
+from sap_ometria_assets.lib.push.ledger import ensure_push_tables
 from sap_ometria_assets.lib.sap.tables import all_table_names, contract_columns
 
 T0 = datetime(2024, 3, 10, 9, 0, tzinfo=timezone.utc)

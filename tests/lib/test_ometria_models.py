@@ -86,6 +86,26 @@ def test_60kb_limit_is_enforced_by_the_finaliser():
     assert out["held_back_reason"][0] == "record_too_large"
 
 
+def test_the_finaliser_builds_one_json_object_of_the_rows_type_per_record():
+    """What the push and the client rely on instead of parsing records again: every payload is
+    a JSON object whose `@type` is its row's record_type."""
+    import orjson
+
+    from sap_ometria_assets.lib.transforms.common import finalize
+
+    payload = pl.DataFrame({"@type": ["product", "product"], "id": ["A", 'B"\n'],
+                            "title": ["Mug", 'quote " and\nbreak'], "is_active": [True, False],
+                            "@merge": [True, True]})
+    rows = pl.DataFrame({"record_type": ["product", "product"], "id": ["A", 'B"\n'],
+                         "sap_object": ["OITM", "OITM"], "sap_key": ["A", "B"],
+                         "_reason": pl.Series([None, None], dtype=pl.String), "warnings": [[], []]},
+                        schema_overrides={"warnings": pl.List(pl.String)})
+    out = finalize(rows, payload, "products", [])
+    for record_type, text in out.select("record_type", "payload").rows():
+        parsed = orjson.loads(text)
+        assert isinstance(parsed, dict) and parsed["@type"] == record_type
+
+
 def test_a_payload_frame_that_does_not_fit_the_model_is_a_programming_error():
     with pytest.raises(PayloadSchemaError, match="surname"):
         compile_checks("contacts", {"@type": pl.String, "@collection": pl.String, "id": pl.String,

@@ -14,11 +14,11 @@ from pydantic import SecretStr
 from sap_ometria_assets.lib.sap.client import (
     SapB1Client,
     SapB1Error,
-    SapB1Resource,
     find_next_link,
     parse_error_body,
     tail_next_link,
 )
+from sap_ometria_assets.defs.resources import SapB1Resource
 from sap_ometria_assets.lib.config.settings import get_settings
 
 PASSWORD = "Pa55-w0rd-SECRET!"

@@ -16,7 +16,7 @@ from sap_ometria_assets.defs.automation.config import automation_config
 from sap_ometria_assets.lib.automation.alerts import Alert, make_alert
 from sap_ometria_assets.lib.automation.spool import AlertSpool, flush_alerts, raise_alerts, spool_dir_for
 from sap_ometria_assets.lib.config.settings import get_settings
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.defs.resources import WarehouseResource
 
 # Seconds a sensor waits for the warehouse lock before leaving alerts queued.
 ALERT_LOCK_WAIT_S = 5.0

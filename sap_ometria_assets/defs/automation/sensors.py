@@ -27,7 +27,7 @@ from sap_ometria_assets.defs.automation.jobs import (
     push_ometria_job,
 )
 from sap_ometria_assets.defs.automation.push_scope import failed_other_than_blocking_checks, push_scope
-from sap_ometria_assets.lib.sap.client import SapB1Resource
+from sap_ometria_assets.defs.resources import SapB1Resource
 from sap_ometria_assets.lib.sap.tables import SAP_TABLES
 
 LANDING_RUN_TAG = "sap_ometria/landing_run"

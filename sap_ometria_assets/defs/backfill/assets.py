@@ -37,13 +37,12 @@ from sap_ometria_assets.defs.automation.jobs import LANE_TAG
 from sap_ometria_assets.lib.warehouse import db as warehouse_lib
 from sap_ometria_assets.lib.warehouse.sql import table_exists
 from sap_ometria_assets.lib.landing.land import land_table
-from sap_ometria_assets.lib.ometria.client import OmetriaResource
+from sap_ometria_assets.defs.resources import OmetriaResource, SapB1Resource, WarehouseResource
 from sap_ometria_assets.lib.automation.partitions import DocDateWindow, monthly_docdate_partitions, window_for_partition
-from sap_ometria_assets.lib.push.feed import PushAbortedError, PushResult, push_feed
-from sap_ometria_assets.lib.sap.client import SapB1Resource
+from sap_ometria_assets.lib.push.results import PushAbortedError, PushResult
+from sap_ometria_assets.lib.push.send import push_feed
 from sap_ometria_assets.lib.sap.tables import TABLES_BY_NAME
 from sap_ometria_assets.lib.config.settings import get_settings
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
 
 GROUP = "backfill"
 ORDERS = dg.AssetKey([GROUP, "orders"])
@@ -268,7 +267,7 @@ def backfill_documents(
             for feed, where in push_predicates(key, window).items():
                 try:
                     parts = push_in_slices(
-                        connect, ometria_client, feed, where, dry_run=ometria_client is None,
+                        connect, ometria_client, feed, where, dry_run=paced.is_dry_run(),
                         run_id=context.run.run_id, logger=context.log,
                     )
                 except PushAbortedError as exc:

@@ -21,7 +21,8 @@ from sap_ometria_assets.lib.transforms import orders as to
 from sap_ometria_assets.lib.transforms import products as tp
 from sap_ometria_assets.lib.transforms import refunds as tr
 from sap_ometria_assets.lib.transforms import stock as ts
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource, read_table, write_table
+from sap_ometria_assets.defs.resources import WarehouseResource
+from sap_ometria_assets.lib.warehouse.db import read_table, write_table
 from sap_ometria_assets.lib.warehouse.sql import table_exists
 
 GROUP = "ometria"

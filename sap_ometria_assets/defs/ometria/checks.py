@@ -14,7 +14,7 @@ from sap_ometria_assets.lib.quality.checks_config import ChecksConfig, get_check
 from sap_ometria_assets.lib.ometria.feeds import OMETRIA_FEEDS
 from sap_ometria_assets.lib.sync_exceptions.summaries import summarise_for_asset
 from sap_ometria_assets.lib.recon.summaries import markdown_table
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.defs.resources import WarehouseResource
 
 SYNC_EXCEPTIONS = dg.AssetKey(["ops", "sync_exceptions"])
 _SEVERITY = {"WARN": dg.AssetCheckSeverity.WARN, "ERROR": dg.AssetCheckSeverity.ERROR}

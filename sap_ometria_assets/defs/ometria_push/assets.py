@@ -9,17 +9,17 @@ stock flags only need their product and run on their own, faster schedule.
 import dagster as dg
 from pydantic import Field
 
-from sap_ometria_assets.lib.ometria.client import OmetriaResource, OmetriaTarget
-from sap_ometria_assets.lib.push.feed import (
-    PushAbortedError,
-    PushResult,
-    errors_fetch_due,
-    ensure_push_tables,
-    push_feed,
-    sync_errors,
-)
+from sap_ometria_assets.defs.resources import OmetriaResource, OmetriaTarget, WarehouseResource
 from sap_ometria_assets.lib.config.settings import get_settings
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.lib.push.errors import error_counts, errors_fetch_due, sync_errors
+from sap_ometria_assets.lib.push.ledger import (
+    ensure_push_tables,
+    ledger_rows,
+    rejected_by_feed,
+    status_counts,
+)
+from sap_ometria_assets.lib.push.results import PushAbortedError, PushResult
+from sap_ometria_assets.lib.push.send import push_feed
 
 GROUP = "ometria_push"
 
@@ -70,7 +70,7 @@ def _push(context: dg.AssetExecutionContext, feed: str, config: PushConfig,
         try:
             result = push_feed(
                 con, client, feed,
-                dry_run=client is None,
+                dry_run=ometria.is_dry_run(),
                 outbox_dir=get_settings().outbox_dir,
                 run_id=context.run.run_id,
                 logger=context.log,
@@ -78,9 +78,8 @@ def _push(context: dg.AssetExecutionContext, feed: str, config: PushConfig,
             )
         except PushAbortedError as exc:
             raise dg.Failure(description=str(exc), metadata=_metadata(exc.result, target, None)) from exc
-        ledger_rows = con.execute(
-            "SELECT count(*) FROM ometria_push.ledger WHERE feed = ?", [feed]).fetchall()[0][0]
-    return dg.MaterializeResult(metadata=_metadata(result, target, int(ledger_rows)))
+        acknowledged = ledger_rows(con, feed)
+    return dg.MaterializeResult(metadata=_metadata(result, target, acknowledged))
 
 
 def _push_asset(feed: str, deps: list[dg.AssetKey], description: str) -> dg.AssetsDefinition:
@@ -156,15 +155,9 @@ def errors(context: dg.AssetExecutionContext, ometria: OmetriaResource,
             with ometria.open_client() as client:
                 assert client is not None
                 fetched = sync_errors(con, client, run_id=context.run.run_id, logger=context.log)
-        by_status = dict(con.execute(
-            "SELECT status, count(*) FROM ometria_push.ledger WHERE NOT dry_run GROUP BY ALL"
-        ).fetchall())
-        rejected_by_feed = con.sql(
-            "SELECT feed, count(*) AS rejected FROM ometria_push.ledger "
-            "WHERE status = 'rejected' GROUP BY ALL ORDER BY feed").pl()
-        total_errors, unmatched_24h = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE NOT matched AND last_seen_at > now() - INTERVAL 1 DAY) "
-            "FROM ometria_push.errors").fetchall()[0]
+        by_status = status_counts(con)
+        rejected = rejected_by_feed(con)
+        total_errors, unmatched_24h = error_counts(con)
     md: dict = {
         "dagster/row_count": int(total_errors),
         "fetched_from_ometria": fetched is not None,
@@ -175,8 +168,8 @@ def errors(context: dg.AssetExecutionContext, ometria: OmetriaResource,
     if fetched is not None:
         md.update({"errors_returned": fetched.fetched, "errors_new": fetched.new,
                    "errors_matched": fetched.matched})
-    if rejected_by_feed.height:
+    if rejected.height:
         md["rejected_by_feed"] = dg.MetadataValue.md(
             "\n".join(["| feed | rejected |", "|---|---|"]
-                      + [f"| {f} | {n} |" for f, n in rejected_by_feed.rows()]))
+                      + [f"| {f} | {n} |" for f, n in rejected.rows()]))
     return dg.MaterializeResult(metadata=md)

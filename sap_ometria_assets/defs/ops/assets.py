@@ -17,9 +17,10 @@ from sap_ometria_assets.lib.recon.build import create_recon_views
 from sap_ometria_assets.lib.recon.snapshot import read_back_records, snapshot_available, write_snapshot
 from sap_ometria_assets.lib.recon.summaries import markdown_table, reason_counts, summarise_status_view
 from sap_ometria_assets.lib.ometria.feeds import OMETRIA_FEEDS
-from sap_ometria_assets.lib.ometria.client import OmetriaError, OmetriaResource
+from sap_ometria_assets.lib.ometria.errors import OmetriaError
+from sap_ometria_assets.defs.resources import OmetriaResource
 from sap_ometria_assets.lib.config.secrets import scrub
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.defs.resources import WarehouseResource
 
 OMETRIA_KEYS = [dg.AssetKey(["ometria", f]) for f in OMETRIA_FEEDS]
 PUSH_KEYS = [dg.AssetKey(["ometria_push", f]) for f in OMETRIA_FEEDS]

@@ -15,7 +15,7 @@ from sap_ometria_assets.lib.quality.checks_config import get_checks_config
 from sap_ometria_assets.lib.quality.drift import exception_trends
 from sap_ometria_assets.lib.recon.snapshot import latest_snapshot_run, snapshot_available
 from sap_ometria_assets.lib.recon.summaries import markdown_table, reason_counts, summarise_status_view
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.defs.resources import WarehouseResource
 from sap_ometria_assets.lib.warehouse.sql import table_exists
 
 RECON_VIEWS = dg.AssetKey(["recon", "views"])

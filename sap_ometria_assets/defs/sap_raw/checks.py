@@ -23,7 +23,7 @@ from sap_ometria_assets.lib.quality.checks_config import get_checks_config
 from sap_ometria_assets.lib.quality.contracts import check_contract, schema_drift
 from sap_ometria_assets.lib.quality.drift import order_volume
 from sap_ometria_assets.lib.sap.tables import all_table_names, contract_columns, optional_columns
-from sap_ometria_assets.lib.warehouse.db import WarehouseResource
+from sap_ometria_assets.defs.resources import WarehouseResource
 
 
 def contract_result(report) -> dg.AssetCheckResult:

@@ -1,4 +1,4 @@
-"""Client for Ometria's Data API push endpoint, and the `ometria` Dagster resource.
+"""Client for Ometria's Data API: the push endpoint, its error list and the read-back.
 
 Protocol facts (docs/reference `ometria_data_api.md`): `POST {base}/push` takes a JSON array of
 1-100 records of one `@type`, each at most 60 KB, authenticated by `X-Ometria-Auth`. Any 2xx
@@ -22,23 +22,13 @@ What the client does about it:
 
 from __future__ import annotations
 
-import logging
-import math
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
 
-import dagster as dg
 import httpx
-import orjson
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -48,72 +38,29 @@ from tenacity import (
 )
 
 from sap_ometria_assets.lib.config import secrets as secret_scrub
+from sap_ometria_assets.lib.ometria.answers import (
+    PushError,
+    PushResponse,
+    parse_push_errors,
+    parse_retry_after,
+    push_answer_problem,
+    str_or_none,
+)
+from sap_ometria_assets.lib.ometria.errors import (
+    OmetriaAuthError,
+    OmetriaBatchError,
+    OmetriaError,
+    OmetriaRequestError,
+    OmetriaUnavailableError,
+    OmetriaUnconfirmedError,
+)
+from sap_ometria_assets.lib.ometria.ratelimit import Clock, RateLimiter, Sleep
+from sap_ometria_assets.lib.ometria.readback import ReadBack
 
 log = secret_scrub.scrubbed_logger(__name__)
 
 MAX_RECORDS_PER_REQUEST = 100
-MAX_LIST_LIMIT = 250
-# Read-back bound: pages of one listing before we stop and call the read-back unavailable
-# (250 records a page: 5 million records). An API that ignores `offset` is caught sooner, by
-# its repeated pages.
-MAX_READ_BACK_PAGES = 20_000
-EMBEDDED_RATE_LIMIT_PER_S = 50.0
 RECORD_TYPES = ("contact", "order", "product", "custom_event")
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], None]
-
-# Backoff base and sleep of the clients the Dagster resource builds. Module attributes so the
-# fault-injection tests can shorten the backoff and record the waits (a 429's Retry-After)
-# without sleeping; None = time.sleep.
-RETRY_BACKOFF_S = 0.5
-SLEEP: Sleep | None = None
-
-
-# --------------------------------------------------------------------------------------
-# Errors
-# --------------------------------------------------------------------------------------
-class OmetriaError(RuntimeError):
-    """A call to Ometria that did not succeed. Carries what the audit trail needs."""
-
-    def __init__(self, message: str, *, http_status: int | None = None, attempts: int = 1,
-                 duration_ms: float | None = None) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-        self.attempts = attempts
-        self.duration_ms = duration_ms
-
-
-class OmetriaAuthError(OmetriaError):
-    """403: the API key is missing, wrong or revoked. Never retried; stops the run."""
-
-
-class OmetriaRequestError(OmetriaError):
-    """A 4xx other than 403/429: Ometria refused this request as it stands (not retried)."""
-
-
-class OmetriaUnavailableError(OmetriaError):
-    """Retries exhausted (5xx, timeouts, connection errors, 429) or a Retry-After too long to wait."""
-
-
-class OmetriaUnconfirmedError(OmetriaError):
-    """A 2xx whose body is not Ometria's push answer (`{"status": "OK", "request_id": ...,
-    "accepted": n, "rejected": m}`): an HTML page of a proxy or captive portal, an empty body, a
-    wrong URL. We cannot tell whether Ometria received the batch, so it is not counted as
-    delivered: recorded as unconfirmed and sent again."""
-
-    def __init__(self, message: str, *, reason: str, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.reason = reason
-
-
-class OmetriaPagingError(OmetriaError):
-    """A read-back listing that does not advance (the API ignores `offset` and serves a page
-    already seen) or passes the page ceiling: stopped instead of looping."""
-
-
-class OmetriaBatchError(ValueError):
-    """The caller built a batch the API would refuse (size, mixed types): a bug upstream."""
 
 
 class _Retryable(Exception):
@@ -127,88 +74,6 @@ class _Retryable(Exception):
         self.retry_after_s = retry_after_s
 
 
-# --------------------------------------------------------------------------------------
-# Values
-# --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PushResponse:
-    """Ometria's answer to one accepted push (any 2xx)."""
-
-    request_id: str
-    http_status: int
-    accepted: int
-    rejected: int
-    record_type: str
-    record_count: int
-    bytes_sent: int
-    duration_ms: float
-    attempts: int
-    status: str = "OK"
-    queue_limit: int | None = None
-    queue_remaining: int | None = None
-    # True when Ometria's body carried no request id and we made one up for the audit trail.
-    request_id_is_local: bool = False
-
-
-@dataclass(frozen=True)
-class PushError:
-    """One entry of `GET /push/_errors`, normalised from either documented shape."""
-
-    error_message: str
-    error_path: str | None = None
-    request_id: str | None = None
-    record_type: str | None = None
-    record_id: str | None = None
-    timestamp: str | None = None
-    raw: str = ""
-
-
-# --------------------------------------------------------------------------------------
-# Rate limiting
-# --------------------------------------------------------------------------------------
-class RateLimiter:
-    """Token bucket (as a virtual-schedule: each request reserves the next free slot).
-
-    `burst=1` spaces requests evenly, `1/rate` seconds apart, so no one-second window ever holds
-    more than `rate` requests: Ometria counts requests per second and a burst at a window's edge
-    would otherwise double it. `hold(seconds)` pushes every later request back (queue
-    pressure)."""
-
-    def __init__(self, rate_per_s: float, *, burst: int = 1, clock: Clock = time.monotonic,
-                 sleep: Sleep = time.sleep) -> None:
-        if rate_per_s <= 0:
-            raise ValueError("rate_per_s must be > 0")
-        if burst < 1:
-            raise ValueError("burst must be >= 1")
-        self.interval = 1.0 / rate_per_s
-        self.burst = burst
-        self._clock = clock
-        self._sleep = sleep
-        self._tat = -math.inf  # theoretical arrival time of the next request
-        self._hold_until = -math.inf
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        """Block until a request may go; returns the seconds waited."""
-        with self._lock:
-            now = self._clock()
-            start = max(now, self._tat - (self.burst - 1) * self.interval, self._hold_until)
-            self._tat = max(self._tat, start) + self.interval
-        wait = start - now
-        if wait > 0:
-            self._sleep(wait)
-        return max(wait, 0.0)
-
-    def hold(self, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        with self._lock:
-            self._hold_until = max(self._hold_until, self._clock() + seconds)
-
-
-# --------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------
 def _as_bytes(record: bytes | str) -> bytes:
     return record if isinstance(record, bytes) else record.encode("utf-8")
 
@@ -225,24 +90,6 @@ def build_body(records: Sequence[bytes | str]) -> bytes:
     return body
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """`Retry-After` as seconds (delta-seconds or an HTTP date); None if absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
 def _int_header(headers: httpx.Headers, name: str) -> int | None:
     raw = headers.get(name)
     try:
@@ -251,101 +98,11 @@ def _int_header(headers: httpx.Headers, name: str) -> int | None:
         return None
 
 
-def _str_or_none(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
 
+class OmetriaClient(ReadBack):
+    """One Ometria account. Thread-safe for the rate limiter; use as a context manager.
 
-_PUSH_STATUSES = ("OK", "SUCCESS", "ERROR")
-
-
-def push_answer_problem(response: httpx.Response, record_count: int) -> str | None:
-    """Why a 2xx answer to `POST /push` is not Ometria's documented answer, or None if it is.
-
-    Ometria's contract (ometria_data_api.md 1.3): a JSON object `{"status": "OK", "request_id":
-    "<uuid>", "accepted": n, "rejected": m}`. We require a JSON object with a `status` string;
-    `accepted`/`rejected`, when present, whole numbers from 0 to the batch size. A missing
-    `request_id` is tolerated (the audit row gets a local one). Anything else (an HTML page, an
-    empty body, a JSON array, `"accepted": "yes"`) does not tell us Ometria took the batch."""
-    body = response.content
-    kind = response.headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
-    if not body.strip():
-        return f"empty body ({kind})"
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        start = " ".join(body[:80].decode("utf-8", "replace").split())
-        return f"the body is not JSON ({kind}, {len(body)} bytes, starting {start!r})"
-    if not isinstance(data, dict):
-        return f"the body is a JSON {type(data).__name__}, not Ometria's answer object"
-    status = data.get("status")
-    if not isinstance(status, str) or status.upper() not in _PUSH_STATUSES:
-        return f"the body has no push status (status={status!r})"
-    for name in ("accepted", "rejected"):
-        value = data.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) \
-                or not 0 <= value <= record_count:
-            return f"{name}={value!r} is not a count of the {record_count} records sent"
-    return None
-
-
-def parse_push_errors(payload: Any) -> list[PushError]:
-    """Normalise `GET /push/_errors`.
-
-    Accepts the documented flat entries `{"error_message", "error_path"}`, the richer wrapper
-    seen in public code `{"request_id","record_type","record_id","record","timestamp",
-    "message": {"error_message","error_path"}}` (where `message` may also be a list or a string),
-    and a `{"errors": [...]}`/`{"data": [...]}` envelope. Anything unrecognised is kept with its
-    raw text rather than dropped."""
-    if isinstance(payload, dict):
-        for key in ("errors", "data", "results"):
-            if isinstance(payload.get(key), list):
-                payload = payload[key]
-                break
-        else:
-            payload = [payload]
-    if not isinstance(payload, list):
-        payload = [payload]
-    out: list[PushError] = []
-    for item in payload:
-        raw = orjson.dumps(item, option=orjson.OPT_SORT_KEYS).decode()
-        if not isinstance(item, dict):
-            out.append(PushError(error_message=str(item), raw=raw))
-            continue
-        record = item.get("record") if isinstance(item.get("record"), dict) else {}
-        base = {
-            "request_id": _str_or_none(item.get("request_id")),
-            "record_type": _str_or_none(item.get("record_type") or record.get("@type")),
-            "record_id": _str_or_none(
-                item["record_id"] if item.get("record_id") is not None else record.get("id")),
-            "timestamp": _str_or_none(item.get("timestamp")),
-        }
-        message = item.get("message")
-        messages: list[Any]
-        if "error_message" in item or "error_path" in item:
-            messages = [{"error_message": item.get("error_message"), "error_path": item.get("error_path")}]
-        elif isinstance(message, list):
-            messages = message or [None]
-        else:
-            messages = [message]
-        for msg in messages:
-            if isinstance(msg, dict):
-                text = _str_or_none(msg.get("error_message")) or _str_or_none(msg.get("message")) or raw
-                path = _str_or_none(msg.get("error_path"))
-            else:
-                text, path = (_str_or_none(msg) or raw), None
-            out.append(PushError(error_message=text, error_path=path, raw=raw, **base))
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# Client
-# --------------------------------------------------------------------------------------
-class OmetriaClient:
-    """One Ometria account. Thread-safe for the rate limiter; use as a context manager."""
+    Pushes and the error list are here; reading Ometria's records back comes from `ReadBack`."""
 
     def __init__(
         self,
@@ -531,7 +288,10 @@ class OmetriaClient:
 
     # -- push --------------------------------------------------------------------------
     def push(self, records: Sequence[bytes | str], record_type: str) -> PushResponse:
-        """Send one batch (1-100 pre-serialised records of `record_type`)."""
+        """Send one batch (1-100 pre-serialised records of `record_type`).
+
+        Only the batch's shape is checked (its size, a known type): the records are sent as
+        they are."""
         if not records:
             raise OmetriaBatchError("a push needs at least one record")
         if len(records) > MAX_RECORDS_PER_REQUEST:
@@ -539,16 +299,10 @@ class OmetriaClient:
                 f"{len(records)} records in one push; Ometria takes at most {MAX_RECORDS_PER_REQUEST}")
         if record_type not in RECORD_TYPES:
             raise OmetriaBatchError(f"unknown record type {record_type!r}")
+        # The records themselves are not parsed again here: each was validated where it was
+        # built (lib/transforms/common.finalize: a JSON object of its feed's model, at most
+        # 60 KB), and the push batches them by record type.
         encoded = [_as_bytes(r) for r in records]
-        for rec in encoded:
-            try:
-                parsed = orjson.loads(rec)
-            except orjson.JSONDecodeError as exc:
-                raise OmetriaBatchError(f"a record is not valid JSON: {exc}") from None
-            if not isinstance(parsed, dict) or parsed.get("@type") != record_type:
-                found = parsed.get("@type") if isinstance(parsed, dict) else type(parsed).__name__
-                raise OmetriaBatchError(
-                    f"one @type per push: batch is {record_type!r} but a record is {found!r}")
         body = build_body(encoded)
         response, attempts, duration = self._send("POST", "push", content=body)
         if not response.is_success:
@@ -574,7 +328,7 @@ class OmetriaClient:
                 f"{data.get('status')!r}: {self._message_of(response)}",
                 http_status=response.status_code, attempts=attempts, duration_ms=duration,
             )
-        request_id = _str_or_none(data.get("request_id"))
+        request_id = str_or_none(data.get("request_id"))
         rejected_n = int(data.get("rejected") or 0)
         accepted = data.get("accepted")
         accepted_n = int(accepted) if accepted is not None else len(encoded) - rejected_n
@@ -598,7 +352,7 @@ class OmetriaClient:
                   accepted_n, rejected_n)
         return result
 
-    # -- errors and read-back ----------------------------------------------------------
+    # -- GETs: the error list, and the requests of the read-back --------------------------
     def _get_json(self, path: str, params: dict[str, Any] | None = None, *,
                   missing_ok: bool = False) -> Any:
         response, attempts, duration = self._send("GET", path, params=params)
@@ -621,153 +375,3 @@ class OmetriaClient:
     def fetch_errors(self) -> list[PushError]:
         """The (at most 100) most recent asynchronous validation errors of the account."""
         return parse_push_errors(self._get_json("push/_errors"))
-
-    def get_contact(self, collection: str, contact_id: str) -> dict | None:
-        return self._get_json(f"contacts/{quote(collection, safe='')}/{quote(contact_id, safe='')}",
-                              missing_ok=True)
-
-    def get_order(self, order_id: str) -> dict | None:
-        return self._get_json(f"orders/{quote(order_id, safe='')}", missing_ok=True)
-
-    def get_product(self, product_id: str) -> dict | None:
-        return self._get_json(f"products/{quote(product_id, safe='')}", missing_ok=True)
-
-    def _iter(self, path: str, limit: int, offset: int, extra: dict[str, Any] | None = None,
-              max_pages: int | None = None) -> Iterator[dict]:
-        """Every record of a listing, page by page (`limit`/`offset`).
-
-        Bounded: a page whose records (by id) are exactly those of a page already read means
-        the API is not advancing (it ignores `offset`), and `max_pages` caps the listing; both
-        raise `OmetriaPagingError` instead of reading forever. Pages that merely overlap (a
-        record inserted while we read shifts the offsets) are fine: the snapshot dedupes."""
-        if not 1 <= limit <= MAX_LIST_LIMIT:
-            raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT} (Ometria's maximum), got {limit}")
-        max_pages = max_pages or MAX_READ_BACK_PAGES
-        seen: set[int] = set()
-        pages = 0
-        while True:
-            if pages >= max_pages:
-                raise OmetriaPagingError(
-                    f"Ometria GET {self.base_url}/{path}: still not at the end after {pages} pages "
-                    f"of {limit} (the read-back ceiling); stopped reading.")
-            page = self._get_json(path, {"limit": limit, "offset": offset, **(extra or {})})
-            pages += 1
-            if isinstance(page, dict):
-                page = next((page[k] for k in ("data", "results", "items") if isinstance(page.get(k), list)), [])
-            if not isinstance(page, list):
-                return
-            keys = hash(tuple(sorted(
-                str(r.get("id")) if isinstance(r, dict) else orjson.dumps(r).decode() for r in page)))
-            if page and keys in seen:
-                raise OmetriaPagingError(
-                    f"Ometria GET {self.base_url}/{path} served the same {len(page)} records again "
-                    f"at offset {offset} (page {pages}): the API is not honouring `offset`, so the "
-                    "listing cannot be read to its end; stopped reading.")
-            seen.add(keys)
-            yield from page
-            if len(page) < limit:
-                return
-            offset += len(page)
-
-    def iter_orders(self, limit: int = MAX_LIST_LIMIT, offset: int = 0) -> Iterator[dict]:
-        return self._iter("orders", limit, offset)
-
-    def iter_products(self, limit: int = MAX_LIST_LIMIT, offset: int = 0,
-                      active: bool | None = None) -> Iterator[dict]:
-        extra = None if active is None else {"active": "true" if active else "false"}
-        return self._iter("products", limit, offset, extra)
-
-    def iter_contacts(self, collection: str, limit: int = MAX_LIST_LIMIT, offset: int = 0
-                      ) -> Iterator[dict]:
-        return self._iter(f"contacts/{quote(collection, safe='')}", limit, offset)
-
-
-# --------------------------------------------------------------------------------------
-# Dagster resource
-# --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class OmetriaTarget:
-    """Where pushes go, for logs and metadata (never the key)."""
-
-    url: str | None
-    dry_run: bool
-    embedded: bool
-    collection: str
-    notes: list[str] = field(default_factory=list)
-
-    def describe(self) -> str:
-        if self.dry_run:
-            return "dry run (outbox only, nothing sent)"
-        return f"{'embedded emulator ' if self.embedded else ''}{self.url}"
-
-
-class OmetriaResource(dg.ConfigurableResource):
-    """Ometria Data API, configured from the environment (`OMETRIA_API_URL`, `OMETRIA_API_KEY`,
-    `OMETRIA_DRY_RUN`, `OMETRIA_RATE_LIMIT_PER_S`, ...). With no URL it pushes to the embedded
-    emulator of the demo; with `OMETRIA_DRY_RUN=1`, or a real URL but no key, nothing is sent and
-    the requests are written to the outbox for review."""
-
-    dry_run: bool | None = Field(
-        default=None,
-        description="Override OMETRIA_DRY_RUN for this run (true: write the outbox, send nothing).",
-    )
-    rate_limit_per_s: float | None = Field(
-        default=None, description="Override OMETRIA_RATE_LIMIT_PER_S for this run (e.g. a slow backfill).",
-    )
-
-    def _settings(self):
-        from sap_ometria_assets.lib.config.settings import get_settings
-
-        return get_settings()
-
-    def is_dry_run(self) -> bool:
-        if self.dry_run is not None:
-            return self.dry_run
-        settings = self._settings()
-        # An empty OMETRIA_API_KEY= line (as in .env.example) is no key either.
-        no_key = settings.ometria_api_key is None or not settings.ometria_api_key.get_secret_value()
-        return settings.ometria_is_dry_run or (not settings.uses_embedded_ometria and no_key)
-
-    def target(self, client: OmetriaClient | None = None) -> OmetriaTarget:
-        """What a push goes to; pass the open client to name the embedded emulator's URL."""
-        settings = self._settings()
-        dry = self.is_dry_run()
-        url = client.base_url if client is not None else settings.ometria_api_url
-        return OmetriaTarget(url=url, dry_run=dry, embedded=settings.uses_embedded_ometria,
-                             collection=settings.ometria_collection)
-
-    @contextmanager
-    def open_client(self) -> Iterator[OmetriaClient | None]:
-        """A client for the configured account, or None in dry run (no HTTP at all)."""
-        settings = self._settings()
-        if self.is_dry_run():
-            yield None
-            return
-        if settings.uses_embedded_ometria:
-            from sap_ometria_assets.emulators.ometria.embedded import ensure_embedded_ometria
-
-            embedded = ensure_embedded_ometria(settings)
-            url, key = embedded.url, embedded.api_key
-        else:
-            url = settings.ometria_api_url
-            key = settings.ometria_api_key
-            if key is None or not key.get_secret_value():
-                raise OmetriaAuthError("OMETRIA_API_KEY is not set; set it, or OMETRIA_DRY_RUN=1.")
-        rate = self.rate_limit_per_s or settings.ometria_rate_limit_per_s
-        if (self.rate_limit_per_s is None and settings.uses_embedded_ometria
-                and "ometria_rate_limit_per_s" not in settings.model_fields_set):
-            # The demo's emulator is local: no need to wait at Ometria's pace unless asked to.
-            rate = EMBEDDED_RATE_LIMIT_PER_S
-        client = OmetriaClient(
-            url,
-            key,
-            rate_limit_per_s=rate,
-            timeout_s=settings.ometria_timeout_s,
-            max_retries=settings.ometria_max_retries,
-            backoff_initial_s=RETRY_BACKOFF_S,
-            sleep=SLEEP,
-        )
-        try:
-            yield client
-        finally:
-            client.close()

@@ -46,17 +46,15 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from http.cookiejar import CookiePolicy
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
-import dagster as dg
 import httpx
 import orjson
-from pydantic import PrivateAttr, SecretStr
+from pydantic import SecretStr
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -851,63 +849,3 @@ def _settings_kwargs(settings: Settings) -> dict[str, Any]:
         "max_pages": settings.sap_b1_max_pages,
         "max_empty_pages": settings.sap_b1_max_empty_pages,
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Dagster resource
-# ---------------------------------------------------------------------------------------------
-class SapB1Resource(dg.ConfigurableResource):
-    """The SAP Business One Service Layer (SAP_B1_* settings; the embedded demo company when
-    SAP_B1_SERVICE_LAYER_URL is unset). The password only ever comes from the environment.
-
-    One Service Layer session serves every SAP read of a run: the first `client()` logs in, later
-    ones reuse the session, and the session is logged out when the run's resources are torn down.
-    """
-
-    service_layer_url: str | None = None
-    company_db: str | None = None
-    username: str | None = None
-    page_size: int | None = None
-
-    _client: SapB1Client | None = PrivateAttr(default=None)
-
-    def _build_client(self, logger: Any = None) -> SapB1Client:
-        settings = get_settings()
-        kwargs = _settings_kwargs(settings)
-        url = self.service_layer_url or settings.sap_b1_service_layer_url
-        if url is None:
-            from sap_ometria_assets.emulators.sap_b1.embedded import ensure_embedded_sap
-
-            embedded = ensure_embedded_sap(settings)
-            url = embedded.url
-            kwargs.update(
-                company_db=embedded.company_db, username=embedded.username,
-                password=embedded.password,
-            )
-        if self.company_db:
-            kwargs["company_db"] = self.company_db
-        if self.username:
-            kwargs["username"] = self.username
-        if self.page_size:
-            kwargs["page_size"] = self.page_size
-        return SapB1Client(url, logger=logger, backoff_s=RETRY_BACKOFF_S, **kwargs)
-
-    @contextmanager
-    def client(self, logger: Any = None) -> Iterator[SapB1Client]:
-        """The run's Service Layer client (logged in on first use, logged out at teardown)."""
-        if self._client is None:
-            self._client = self._build_client(logger)
-        elif logger is not None:
-            self._client.log = logger
-        yield self._client
-
-    def close(self) -> None:
-        """Log out the cached session (done automatically at the end of a Dagster run)."""
-        if self._client is not None:
-            try:
-                self._client.close()
-            finally:
-                self._client = None
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        self.close()

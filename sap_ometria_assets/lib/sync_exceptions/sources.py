@@ -37,7 +37,7 @@ OMETRIA_COLUMNS = {
     "payload_bytes": "INTEGER",
     "held_back_reason": "VARCHAR",
 }
-# The push layer's tables (lib/push/feed.py DDL is the contract); only what the rules read.
+# The push layer's tables (lib/push/ledger.py DDL is the contract); only what the rules read.
 PUSH_COLUMNS = {
     "ledger": {
         "feed": "VARCHAR", "record_type": "VARCHAR", "id": "VARCHAR", "payload_hash": "VARCHAR",

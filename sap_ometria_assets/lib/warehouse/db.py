@@ -157,26 +157,3 @@ def write_table(con: duckdb.DuckDBPyConnection, schema: str, table: str, df: pl.
         con.execute(f'CREATE OR REPLACE TABLE "{schema}"."{table}" AS SELECT * FROM _frame_to_write')
     finally:
         con.unregister("_frame_to_write")
-
-
-# The Dagster resource lives here, beside the helpers it wraps, so tests can build it directly.
-import dagster as dg  # noqa: E402
-
-
-class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse file (SAP_OMETRIA_DUCKDB_PATH unless set explicitly)."""
-
-    duckdb_path: str | None = None
-
-    @property
-    def path(self) -> Path:
-        if self.duckdb_path:
-            return Path(self.duckdb_path)
-        from sap_ometria_assets.lib.config.settings import get_settings
-
-        return get_settings().duckdb_path
-
-    @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with connect(self.path, read_only=read_only) as con:
-            yield con

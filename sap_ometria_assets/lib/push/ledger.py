@@ -1,0 +1,222 @@
+"""The push's own tables in schema `ometria_push`: their DDL, and the ledger's reads and writes.
+
+What Ometria holds from us is read from here: each feed's last acknowledged version of every
+record, every request sent, and which record went in which request.
+
+Tables (schema `ometria_push`; DDL below is the contract):
+- `ledger`, one row per (feed, id) (kept so by `write_acknowledged`, which replaces rows): the last
+  `payload_hash` sent, its `request_id`, `acknowledged_at`, `dry_run` and `status`:
+  `accepted`; `pending` (Ometria said some records of the request were rejected and we have not
+  yet learnt which); `unconfirmed` (we never learnt which, so it is sent again); `rejected`
+  (Ometria reported this record in `/push/_errors`; sent again when its payload changes or when
+  a run asks for `retry_rejected`); `dry_run` (written to the outbox only: a real push still
+  sends it).
+- `requests`: every push request (or outbox line), acknowledged or failed.
+- `sent_records`: which record went in which request (audit, and to match Ometria's errors).
+- `errors`: Ometria's reported errors (deduplicated), plus records refused before sending
+  (`source = 'client'`, e.g. without an id) or refused with a 4xx (`source = 'http'`).
+- `error_fetches`: when `/push/_errors` was read and what it brought.
+
+Nothing secret is written: the key stays inside the client.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from sap_ometria_assets.lib.warehouse.sql import transaction
+
+# Feed (= table of schema `ometria`) -> record types it may hold.
+FEEDS: dict[str, tuple[str, ...]] = {
+    "contacts": ("contact",),
+    "products": ("product",),
+    "orders": ("order",),
+    "stock": ("product",),
+}
+# Stock flags are partial (`@merge`) updates of products. They are sent only for products
+# Ometria holds from us (a flag alone would create an empty stub product), and again whenever
+# the product was re-sent whole after its flag (a whole product may drop the flag it held).
+PARENT_FEED: dict[str, str] = {"stock": "products"}
+
+DDL = """
+CREATE TABLE IF NOT EXISTS ometria_push.ledger (
+    feed            VARCHAR NOT NULL,
+    record_type     VARCHAR NOT NULL,
+    id              VARCHAR NOT NULL,
+    payload_hash    VARCHAR NOT NULL,
+    request_id      VARCHAR,
+    acknowledged_at TIMESTAMPTZ NOT NULL,
+    dry_run         BOOLEAN NOT NULL,
+    status          VARCHAR NOT NULL,
+    error           VARCHAR
+);
+CREATE TABLE IF NOT EXISTS ometria_push.requests (
+    request_id   VARCHAR NOT NULL,
+    feed         VARCHAR NOT NULL,
+    record_type  VARCHAR,
+    sent_at      TIMESTAMPTZ NOT NULL,
+    record_count INTEGER,
+    bytes        BIGINT,
+    http_status  INTEGER,
+    duration_ms  DOUBLE,
+    accepted     INTEGER,
+    rejected     INTEGER,
+    error        VARCHAR,
+    dry_run      BOOLEAN NOT NULL,
+    attempts     INTEGER,
+    run_id       VARCHAR,
+    outbox_path  VARCHAR
+);
+CREATE TABLE IF NOT EXISTS ometria_push.sent_records (
+    request_id   VARCHAR NOT NULL,
+    feed         VARCHAR NOT NULL,
+    record_type  VARCHAR NOT NULL,
+    id           VARCHAR NOT NULL,
+    payload_hash VARCHAR NOT NULL,
+    sent_at      TIMESTAMPTZ NOT NULL,
+    dry_run      BOOLEAN NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ometria_push.errors (
+    error_key     VARCHAR PRIMARY KEY,
+    fetched_at    TIMESTAMPTZ NOT NULL,
+    last_seen_at  TIMESTAMPTZ NOT NULL,
+    source        VARCHAR NOT NULL,
+    request_id    VARCHAR,
+    feed          VARCHAR,
+    record_type   VARCHAR,
+    record_id     VARCHAR,
+    payload_hash  VARCHAR,
+    error_message VARCHAR,
+    error_path    VARCHAR,
+    matched       BOOLEAN NOT NULL,
+    raw           VARCHAR
+);
+CREATE TABLE IF NOT EXISTS ometria_push.error_fetches (
+    fetched_at      TIMESTAMPTZ NOT NULL,
+    errors_returned INTEGER NOT NULL,
+    new_errors      INTEGER NOT NULL,
+    matched         INTEGER NOT NULL,
+    run_id          VARCHAR
+);
+"""
+
+
+REQUEST_SCHEMA = {
+
+    "request_id": pl.String, "feed": pl.String, "record_type": pl.String,
+    "sent_at": pl.Datetime("us", "UTC"), "record_count": pl.Int32, "bytes": pl.Int64,
+    "http_status": pl.Int32, "duration_ms": pl.Float64, "accepted": pl.Int32, "rejected": pl.Int32,
+    "error": pl.String, "dry_run": pl.Boolean, "attempts": pl.Int32, "run_id": pl.String,
+    "outbox_path": pl.String,
+}
+
+
+def ensure_push_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS ometria_push")
+    for statement in DDL.split(";"):
+        if statement.strip():
+            con.execute(statement)
+
+
+def utc_now() -> datetime:
+    """The time written to the push tables (UTC)."""
+    return datetime.now(UTC)
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Append a frame to `ometria_push.<table>`, columns matched by name."""
+    con.register("_push_rows", frame)
+    try:
+        con.execute(f"INSERT INTO ometria_push.{table} BY NAME SELECT * FROM _push_rows")
+    finally:
+        con.unregister("_push_rows")
+
+
+def write_acknowledged(con: duckdb.DuckDBPyConnection, feed: str, dry_run: bool,
+                       acked: list[tuple[pl.DataFrame, dict[str, Any]]]) -> None:
+    """Ledger + sent_records + requests for acknowledged batches, in one transaction.
+
+    Each pair is a batch's records and its request row, which names the ledger `status`."""
+    requests = [req for _, req in acked]
+    per_request = pl.DataFrame(
+        {"request_id": [r["request_id"] for r in requests], "ts": [r["sent_at"] for r in requests],
+         "status": [r["status"] for r in requests]},
+        schema={"request_id": pl.String, "ts": pl.Datetime("us", "UTC"), "status": pl.String})
+    # each record next to its request's values (row i of `per_request`, repeated per record)
+    owner = pl.select(pl.int_range(len(acked), dtype=pl.UInt32).repeat_by(
+        pl.Series([rows.height for rows, _ in acked], dtype=pl.UInt32)).explode()).to_series()
+    base = pl.concat(
+        [pl.concat([rows for rows, _ in acked]), per_request.select(pl.all().gather(owner))],
+        how="horizontal",
+    ).with_columns(pl.lit(feed).alias("feed"), pl.lit(dry_run).alias("dry_run"))
+    ledger = base.select("feed", "record_type", "id", "payload_hash", "request_id",
+                         pl.col("ts").alias("acknowledged_at"), "dry_run", "status",
+                         pl.lit(None, dtype=pl.String).alias("error"))
+    sent = base.select("request_id", "feed", "record_type", "id", "payload_hash",
+                       pl.col("ts").alias("sent_at"), "dry_run")
+    audit = pl.DataFrame([{k: v for k, v in r.items() if k in REQUEST_SCHEMA} for r in requests],
+                         schema=REQUEST_SCHEMA)
+    with transaction(con):
+        insert_rows(con, "requests", audit)
+        # One row per (feed, id), kept by replacing inside this transaction: on a large
+        # ledger this is several times faster than a primary key's ON CONFLICT upsert.
+        con.register("_push_ack", ledger)
+        try:
+            con.execute(
+                "DELETE FROM ometria_push.ledger WHERE feed = ? "
+                "AND id IN (SELECT id FROM _push_ack)", [feed])
+        finally:
+            con.unregister("_push_ack")
+        insert_rows(con, "ledger", ledger)
+        insert_rows(con, "sent_records", sent)
+
+
+def rejected_in(con: duckdb.DuckDBPyConnection, request_ids: list[str]) -> int:
+    """Records of these requests whose version Ometria rejected."""
+    con.register("_push_reqs", pl.DataFrame({"request_id": request_ids}))
+    try:
+        row = con.execute(
+            "SELECT count(*) FROM ometria_push.ledger WHERE status = 'rejected' "
+            "AND request_id IN (SELECT request_id FROM _push_reqs)").fetchall()[0]
+    finally:
+        con.unregister("_push_reqs")
+    return int(row[0]) if row else 0
+
+
+def rejected_outstanding(con: duckdb.DuckDBPyConnection, feed: str) -> int:
+    """Records of the feed whose current version Ometria rejected."""
+    return int(con.execute(
+        "SELECT count(*) FROM ometria_push.ledger WHERE feed = ? AND status = 'rejected'",
+        [feed]).fetchall()[0][0])
+
+
+def ledger_rows(con: duckdb.DuckDBPyConnection, feed: str) -> int:
+    """Records of the feed Ometria acknowledged (one ledger row per record)."""
+    return int(con.execute(
+        "SELECT count(*) FROM ometria_push.ledger WHERE feed = ?", [feed]).fetchall()[0][0])
+
+
+def status_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Records sent for real (not dry run) per ledger status."""
+    return dict(con.execute(
+        "SELECT status, count(*) FROM ometria_push.ledger WHERE NOT dry_run GROUP BY ALL"
+    ).fetchall())
+
+
+def rejected_by_feed(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Records whose current version Ometria rejected, per feed."""
+    return con.sql(
+        "SELECT feed, count(*) AS rejected FROM ometria_push.ledger "
+        "WHERE status = 'rejected' GROUP BY ALL ORDER BY feed").pl()
+
+
+def ledger_summary(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Records per feed and status (what Ometria holds from us, what needs attention)."""
+    ensure_push_tables(con)
+    return con.sql(
+        "SELECT feed, status, dry_run, count(*) AS records FROM ometria_push.ledger "
+        "GROUP BY ALL ORDER BY ALL").pl()
