@@ -18,7 +18,9 @@ from checks_fixtures import T0, create_sap_table, world_file  # noqa: E402
 
 from sap_ometria_assets.defs.ometria.checks import evaluate_asset_exceptions, ometria_exception_checks  # noqa: E402
 from sap_ometria_assets.defs.ops import checks as ops_checks  # noqa: E402
-from sap_ometria_assets.defs.ops.assets import ometria_snapshot, ops_sync_exceptions, recon_views  # noqa: E402
+from sap_ometria_assets.defs.recon import checks as recon_checks  # noqa: E402
+from sap_ometria_assets.defs.ops.assets import ops_sync_exceptions  # noqa: E402
+from sap_ometria_assets.defs.recon.assets import ometria_snapshot, recon_views  # noqa: E402
 from sap_ometria_assets.defs.sap_raw.checks import (  # noqa: E402
     build_contract_check,
     build_schema_drift_check,
@@ -230,11 +232,11 @@ def test_ops_and_recon_assets_with_their_checks(tmp_path):
     con = duckdb.connect(db)
     con.execute("UPDATE sap_raw.ocrd SET EmailAddress = 'bob@@example' WHERE CardCode = 'C002'")
     con.close()
-    recon_checks = [ops_checks.customer_net_revenue_agrees, ops_checks.orders_by_day_agrees,
-                    ops_checks.nothing_missing_in_ometria, ops_checks.nothing_extra_in_ometria,
-                    ops_checks.no_stale_records]
+    recon_asset_checks = [recon_checks.customer_net_revenue_agrees, recon_checks.orders_by_day_agrees,
+                          recon_checks.nothing_missing_in_ometria, recon_checks.nothing_extra_in_ometria,
+                          recon_checks.no_stale_records]
     assets = [ops_sync_exceptions, ometria_snapshot, recon_views, stub_contacts, stub_orders,
-              *ometria_exception_checks[:2], *recon_checks]
+              *ometria_exception_checks[:2], *recon_asset_checks]
 
     def run(snapshot_json, selection=None):
         resources = {"warehouse": WarehouseResource(duckdb_path=db),

@@ -1,7 +1,7 @@
-"""Sync exceptions (group `ops`) and reconciliation (group `recon`).
+"""Sync exceptions (group `ops`): the exception register and its daily history.
 
-Both read what the other layers built (sap_raw, ometria, ometria_push) and write only their own
-schemas (`ops`, `recon`). All logic lives in lib/sync_exceptions/, lib/recon/ and lib/quality/drift.py.
+They read what the other layers built (sap_raw, ometria, ometria_push) and write only the `ops`
+schema. All logic lives in lib/sync_exceptions/ and lib/quality/drift.py.
 """
 
 from datetime import datetime, timezone
@@ -13,13 +13,8 @@ from sap_ometria_assets.lib.quality.checks_config import get_checks_config, mapp
 from sap_ometria_assets.lib.quality.drift import create_trend_views
 from sap_ometria_assets.lib.sync_exceptions.catalogue import RULES_BY_ID
 from sap_ometria_assets.lib.sync_exceptions.register import evaluate_exceptions, open_exceptions
-from sap_ometria_assets.lib.recon.build import create_recon_views
-from sap_ometria_assets.lib.recon.snapshot import read_back_records, snapshot_available, write_snapshot
-from sap_ometria_assets.lib.recon.summaries import markdown_table, reason_counts, summarise_status_view
+from sap_ometria_assets.lib.recon.summaries import markdown_table
 from sap_ometria_assets.lib.ometria.feeds import OMETRIA_FEEDS
-from sap_ometria_assets.lib.ometria.errors import OmetriaError
-from sap_ometria_assets.defs.resources import OmetriaResource
-from sap_ometria_assets.lib.config.secrets import scrub
 from sap_ometria_assets.defs.resources import WarehouseResource
 
 OMETRIA_KEYS = [dg.AssetKey(["ometria", f]) for f in OMETRIA_FEEDS]
@@ -29,8 +24,6 @@ PUSH_ERRORS = dg.AssetKey(["ometria_push", "errors"])
 
 SYNC_EXCEPTIONS = dg.AssetKey(["ops", "sync_exceptions"])
 EXCEPTION_HISTORY = dg.AssetKey(["ops", "exception_history"])
-SNAPSHOT = dg.AssetKey(["recon", "ometria_snapshot"])
-RECON_VIEWS = dg.AssetKey(["recon", "views"])
 
 
 def _now() -> datetime:
@@ -134,100 +127,3 @@ def ops_sync_exceptions(warehouse: WarehouseResource):
         asset_key=EXCEPTION_HISTORY,
         metadata={"dagster/row_count": int(history_rows), "evaluated_at": now.isoformat()},
     )
-
-
-@dg.asset(
-    key=SNAPSHOT,
-    deps=[*PUSH_KEYS, PUSH_ERRORS],
-    group_name="recon",
-    kinds={"ometria", "duckdb"},
-    pool="duckdb",
-)
-def ometria_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                     ometria: OmetriaResource) -> dg.MaterializeResult:
-    """What Ometria actually holds, read back from its API (`recon.ometria_snapshot`): every
-    contact of our collection, every order and every product, one row each with the JSON
-    Ometria returned. Reconciliation compares it with SAP and with what we sent. In dry run
-    nothing was sent and nothing is read; the previous snapshot is kept and marked unavailable.
-
-    A read-back that fails (Ometria down, a 404 or 403 on a listing, an API that ignores
-    `offset`) does not fail the run: the pushes and exceptions of the run stand, the previous
-    snapshot is kept but no longer compared, `recon.snapshot_runs` says `unavailable` with the
-    reason, and the `ometria_read_back_available` check (ERROR) raises the alert."""
-    now = _now()
-    with ometria.open_client() as client:
-        if client is None:
-            with warehouse.connect() as con:
-                write_snapshot(con, [], now, available=False, outcome="dry_run",
-                               note="dry run: Ometria was not contacted")
-            return dg.MaterializeResult(metadata={
-                "dagster/row_count": 0, "available": False, "outcome": "dry_run",
-                "note": "Dry run: Ometria was not read, reconciliation compares SAP with the ledger only.",
-            })
-        collection = ometria.target().collection
-        try:
-            records = list(read_back_records(client, collection))
-        except OmetriaError as exc:
-            note = scrub(f"read-back failed, reconciliation with Ometria unavailable: {exc}")
-            context.log.error(f"{note} The pushes of this run stand; recon compares SAP with the "
-                              "ledger only until a read-back succeeds.")
-            with warehouse.connect() as con:
-                write_snapshot(con, [], now, available=False, outcome="unavailable", note=note)
-            return dg.MaterializeResult(metadata={
-                "dagster/row_count": 0, "available": False, "outcome": "unavailable", "note": note,
-            })
-    with warehouse.connect() as con:
-        counts = write_snapshot(con, records, now)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(records),
-        "available": True,
-        "outcome": "read",
-        "contacts": counts["contact"],
-        "orders": counts["order"],
-        "products": counts["product"],
-    })
-
-
-@dg.asset(
-    key=RECON_VIEWS,
-    deps=[SNAPSHOT, SYNC_EXCEPTIONS],
-    group_name="recon",
-    kinds={"duckdb", "sql"},
-    pool="duckdb",
-)
-def recon_views(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Reconciliation tables for finance (DuckDB schema `recon`, queryable with the duckdb CLI),
-    rebuilt on each run so the checks and SQL users see one picture as of this moment:
-
-    - `recon.customer_net_revenue`: per customer and currency, SAP orders minus credit memos vs
-      what the ledger says was sent vs what Ometria holds;
-    - `recon.orders_by_day`: order counts and values per day, SAP vs sent vs Ometria;
-    - `recon.missing_in_ometria` / `recon.extra_in_ometria`: records on one side only, with why;
-    - `recon.stale_records`: changes Ometria has not acknowledged for too long (drift).
-
-    Rows have `status` agrees / explained (by open sync exceptions or changes still in flight) /
-    differs. Example: `duckdb data/warehouse.duckdb -c "FROM recon.customer_net_revenue WHERE
-    status = 'differs'"`."""
-    config = get_checks_config()
-    facts = mapping_facts()
-    with warehouse.connect() as con:
-        views = create_recon_views(con, facts, config)
-        metadata: dict = {
-            "views": dg.MetadataValue.json(views.created),
-            "skipped_views": dg.MetadataValue.json(views.skipped),
-            "ometria_read_back": snapshot_available(con),
-        }
-        if "customer_net_revenue" in views.created:
-            s = summarise_status_view(con, "customer_net_revenue",
-                                      ("sap_net_local", "sent_net", "ometria_net"),
-                                      "abs(sent_difference) DESC")
-            metadata["customers_by_status"] = dg.MetadataValue.json(s.counts)
-            metadata["dagster/row_count"] = sum(s.counts.values())
-        if "missing_in_ometria" in views.created:
-            metadata["missing_in_ometria"] = dg.MetadataValue.json(reason_counts(con, "missing_in_ometria"))
-        if "extra_in_ometria" in views.created:
-            metadata["extra_in_ometria"] = dg.MetadataValue.json(reason_counts(con, "extra_in_ometria"))
-        if "stale_records" in views.created:
-            metadata["stale_records"] = int(
-                con.execute("SELECT count(*) FROM recon.stale_records").fetchall()[0][0])
-    return dg.MaterializeResult(metadata=metadata)
