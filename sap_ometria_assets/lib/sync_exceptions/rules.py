@@ -770,7 +770,7 @@ def _deletion_scan_refused(ctx: RuleContext) -> str:
 
 
 def _future_update_date(ctx: RuleContext) -> str:
-    from sap_ometria_assets.lib.landing.land import future_limit
+    from sap_ometria_assets.lib.landing.plan import future_limit
     from sap_ometria_assets.lib.sap.tables import SAP_TABLES
     from sap_ometria_assets.lib.config.settings import get_settings
 
