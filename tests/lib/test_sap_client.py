@@ -11,14 +11,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from sap_ometria_assets.lib.sap.client import (
-    SapB1Client,
-    SapB1Error,
-    SapB1Resource,
-    find_next_link,
-    parse_error_body,
-    tail_next_link,
-)
+from sap_ometria_assets.lib.sap.client import SapB1Client, SapB1Resource
+from sap_ometria_assets.lib.sap.errors import SapB1Error, parse_error_body
+from sap_ometria_assets.lib.sap.paging import find_next_link, tail_next_link
 from sap_ometria_assets.lib.config.settings import get_settings
 
 PASSWORD = "Pa55-w0rd-SECRET!"

@@ -63,7 +63,7 @@ class Fetcher:
                  max_pages: int | None = None) -> None:
         self.client = client
         self.files: list[str] = []
-        self.pages: list[Any] = []   # sap_client.Page without its body, per file
+        self.pages: list[Any] = []   # lib/sap/paging.Page without its body, per file
         self._folder, self._stem, self._result = folder, stem, result
         self._args = {"select": select, "filter": filter, "orderby": orderby,
                       "page_size": page_size}
