@@ -18,13 +18,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
-import httpx
 from pydantic import PrivateAttr, SecretStr
 
 from sap_ometria_assets.lib.config.settings import Settings, get_settings
@@ -55,32 +53,10 @@ class SapB1Client(SapB1Session):
     `max_pages` and `max_empty_pages` (the read bounds).
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        company_db: str,
-        username: str,
-        password: SecretStr,
-        *,
-        page_size: int = 500,
-        verify: bool | str = True,
-        timeout_s: float = 60.0,
-        max_retries: int = 4,
-        logger: Any = None,
-        transport: httpx.BaseTransport | None = None,
-        max_page_retries: int = 3,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 30.0,
-        sleep: Callable[[float], None] = time.sleep,
-        deadline_s: float = 600.0,
-        max_pages: int = 100_000,
-        max_empty_pages: int = 3,
-    ) -> None:
-        super().__init__(
-            base_url, company_db, username, password, verify=verify, timeout_s=timeout_s,
-            max_retries=max_retries, logger=logger, transport=transport, backoff_s=backoff_s,
-            backoff_max_s=backoff_max_s, sleep=sleep, deadline_s=deadline_s,
-        )
+    def __init__(self, base_url: str, company_db: str, username: str, password: SecretStr, *,
+                 page_size: int = 500, max_page_retries: int = 3, max_pages: int = 100_000,
+                 max_empty_pages: int = 3, **connection: Any) -> None:
+        super().__init__(base_url, company_db, username, password, **connection)
         self.page_size = int(page_size)
         self.max_page_retries = int(max_page_retries)
         self.max_pages = int(max_pages)
