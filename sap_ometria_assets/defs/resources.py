@@ -34,7 +34,7 @@ from sap_ometria_assets.lib.config.settings import get_settings
 from sap_ometria_assets.lib.ometria.client import OmetriaClient
 from sap_ometria_assets.lib.ometria.errors import OmetriaAuthError
 from sap_ometria_assets.lib.ometria.ratelimit import Sleep
-from sap_ometria_assets.lib.sap.client import SapB1Client, _settings_kwargs
+from sap_ometria_assets.lib.sap.client import SapB1Client, settings_kwargs
 from sap_ometria_assets.lib.warehouse.db import connect
 
 # Backoff base and sleep of the clients these resources build. Module attributes so the
@@ -89,7 +89,7 @@ class SapB1Resource(dg.ConfigurableResource):
 
     def _build_client(self, logger: Any = None) -> SapB1Client:
         settings = get_settings()
-        kwargs = _settings_kwargs(settings)
+        kwargs = settings_kwargs(settings)
         url = self.service_layer_url or settings.sap_b1_service_layer_url
         if url is None:
             # Imported only for the demo: the generated company is ~0.3 s of imports (and its

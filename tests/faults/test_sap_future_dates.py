@@ -8,7 +8,7 @@ from datetime import date, datetime, time, timedelta
 import polars as pl
 from faultkit import assert_nothing_lost, query, run_sync
 
-from sap_ometria_assets.lib.landing.land import future_limit
+from sap_ometria_assets.lib.landing.plan import future_limit
 from sap_ometria_assets.lib.config.settings import get_settings
 
 

@@ -14,7 +14,8 @@ import pytest
 from faultkit import assert_nothing_lost, run_sync
 from pydantic import SecretStr
 
-from sap_ometria_assets.lib.sap.client import SapB1Client, SapB1Error
+from sap_ometria_assets.lib.sap.client import SapB1Client
+from sap_ometria_assets.lib.sap.errors import SapB1Error
 from sap_ometria_assets.lib.config.settings import get_settings
 
 PREFIX = "/ServiceLayer"

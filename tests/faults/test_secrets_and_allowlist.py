@@ -19,7 +19,7 @@ from sap_ometria_assets.lib.ometria import models as ometria_models
 from sap_ometria_assets.lib.ometria.mapping import load_mapping
 from sap_ometria_assets.lib.ometria.client import OmetriaClient
 from sap_ometria_assets.defs.resources import OmetriaResource
-from sap_ometria_assets.lib.sap.client import SapB1Client, _settings_kwargs
+from sap_ometria_assets.lib.sap.client import SapB1Client, settings_kwargs
 from sap_ometria_assets.lib.config.settings import PROJECT_ROOT, Settings, get_settings
 
 SECRETS = (SAP_PASSWORD, OMETRIA_KEY)
@@ -102,7 +102,7 @@ def test_secrets_are_secret_types_and_tls_verification_is_on_by_default(monkeypa
     settings = Settings()
     assert SAP_PASSWORD not in repr(settings) and OMETRIA_KEY not in repr(settings)
     assert settings.sap_b1_verify_tls is True
-    kwargs = _settings_kwargs(settings)
+    kwargs = settings_kwargs(settings)
     assert kwargs["verify"] is True
     sap = SapB1Client("https://sap.example.com:50000/b1s/v2", **kwargs)
     om = OmetriaClient("https://api.ometria.com/v2", settings.ometria_api_key)

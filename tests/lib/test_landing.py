@@ -13,13 +13,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from sap_ometria_assets.lib.landing.land import (
-    LandingError,
-    Watermark,
-    incremental_filter,
-    land_table,
-)
-from sap_ometria_assets.lib.sap.client import SapB1Client, SapB1Error
+from sap_ometria_assets.lib.landing.land import land_table
+from sap_ometria_assets.lib.landing.plan import Watermark, incremental_filter
+from sap_ometria_assets.lib.landing.results import LandingError
+from sap_ometria_assets.lib.sap.client import SapB1Client
+from sap_ometria_assets.lib.sap.errors import SapB1Error
 from sap_ometria_assets.lib.sap.tables import TABLES_BY_NAME
 from sap_ometria_assets.lib.config.settings import get_settings
 

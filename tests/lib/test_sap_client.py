@@ -11,13 +11,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from sap_ometria_assets.lib.sap.client import (
-    SapB1Client,
-    SapB1Error,
-    find_next_link,
-    parse_error_body,
-    tail_next_link,
-)
+from sap_ometria_assets.lib.sap.client import SapB1Client
+from sap_ometria_assets.lib.sap.errors import SapB1Error, parse_error_body
+from sap_ometria_assets.lib.sap.paging import find_next_link, tail_next_link
 from sap_ometria_assets.defs.resources import SapB1Resource
 from sap_ometria_assets.lib.config.settings import get_settings
 

@@ -28,6 +28,7 @@ from sap_ometria_assets.defs.automation.jobs import (
 )
 from sap_ometria_assets.defs.automation.push_scope import failed_other_than_blocking_checks, push_scope
 from sap_ometria_assets.defs.resources import SapB1Resource
+from sap_ometria_assets.lib.landing.plan import changed_since_filter
 from sap_ometria_assets.lib.sap.tables import SAP_TABLES
 
 LANDING_RUN_TAG = "sap_ometria/landing_run"
@@ -122,13 +123,6 @@ class Mark:
 
     def __str__(self) -> str:
         return f"{self.day.isoformat()} {self.clock.isoformat()}"
-
-
-def changed_since_filter(day: date, minute: time) -> str:
-    """Records updated at or after a minute, in the form the landing uses (lib/landing/land.py): the
-    Service Layer compares times to the minute, so minutes are the unit."""
-    hhmm = minute.strftime("%H:%M")
-    return f"(UpdateDate gt '{day.isoformat()}') or (UpdateDate eq '{day.isoformat()}' and UpdateTime ge '{hhmm}')"
 
 
 def _minute_after(mark: Mark) -> tuple[date, time]:

@@ -17,7 +17,8 @@ import dagster as dg
 
 from sap_ometria_assets.lib.automation.alerts import make_alert
 from sap_ometria_assets.lib.automation.spool import raise_alerts
-from sap_ometria_assets.lib.landing.land import LandResult, TableCounts, land_table
+from sap_ometria_assets.lib.landing.land import land_table
+from sap_ometria_assets.lib.landing.results import LandResult, TableCounts
 from sap_ometria_assets.defs.resources import SapB1Resource
 from sap_ometria_assets.lib.sap.tables import SAP_TABLES, SapTable
 from sap_ometria_assets.lib.config.settings import get_settings

@@ -1,6 +1,10 @@
-"""Deletion marking only from a key scan that is provably complete and plausible.
+"""Deletions of master data: the key scan, the guard that judges it, and the marking.
 
-SAP leaves no tombstone: a master-data record is "deleted" when a key scan no longer finds it.
+SAP leaves no tombstone: a master-data record is "deleted" when a key scan (`key_scan`:
+`$select=<key>`, paged, run when asked or implied by a full read) no longer finds it. Such keys
+get `_deleted_at` (`mark_deletions`; cleared when a key comes back, children follow their parent,
+history closes the current version); nothing is deleted from `sap_raw`. Marking happens only
+from a key scan that is provably complete and plausible.
 A scan cut short (a Service Layer restarting mid-scan, a page cap, a proxy cutting a response)
 would otherwise mark live customers deleted, and with `contacts.on_deleted: opt_out` opt them
 out in Ometria. So before `_deleted_at` is set:
@@ -24,10 +28,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from sap_ometria_assets.lib.config.settings import Settings
+from sap_ometria_assets.lib.landing.fetch import Fetcher, read_repairing
+from sap_ometria_assets.lib.landing.history import IS_CURRENT, VALID_FROM, VALID_TO, ensure_history
+from sap_ometria_assets.lib.landing.plan import Plan, TempNames, contract_read_type, key_join
+from sap_ometria_assets.lib.landing.results import LandingError, LandResult
+from sap_ometria_assets.lib.landing.shape import read_json_sql, struct_type
+from sap_ometria_assets.lib.landing.split import Staged
+from sap_ometria_assets.lib.sap.tables import DELETED_AT, SapTable
+from sap_ometria_assets.lib.warehouse.sql import fqn, q, table_columns
 
 _log = logging.getLogger(__name__)
 
@@ -95,3 +109,108 @@ def record_verdict(con: duckdb.DuckDBPyConnection, verdict: ScanVerdict, now: da
     else:
         con.execute("DELETE FROM sap_meta.deletion_scan_refusals WHERE table_name = ?",
                     [verdict.table])
+
+
+_KEY_SCAN_PAGE_SIZE = 5000    # key-only pages are tiny: fewer requests
+
+
+def live_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """Stored records not marked deleted (0 when the table does not exist yet)."""
+    if DELETED_AT not in {c.lower() for c in table_columns(con, "sap_raw", table)}:
+        return 0
+    return con.execute(f"SELECT count(*) FROM {fqn('sap_raw', table)} WHERE {DELETED_AT} IS NULL"
+                       ).fetchone()[0]
+
+
+def key_scan(con: duckdb.DuckDBPyConnection, client: Any, spec: SapTable, folder: Path,
+             names: TempNames, result: LandResult, expected: int | None = None) -> str:
+    """Every key SAP holds now (`$select=<key>`, paged), as a temp table typed like sap_raw.
+    `expected` (the collection's `$count`) bounds the pages the scan may take."""
+    keys = spec.key
+    size = max(_KEY_SCAN_PAGE_SIZE, client.page_size)
+    with Fetcher(client, spec.entity_set, folder, "keys", select=",".join(keys),
+                 filter=spec.filter, orderby=",".join(keys), result=None,
+                 page_size=size,
+                 # every page but the last brings at least one key: never more pages than
+                 # keys (SL may serve smaller pages than asked)
+                 max_pages=None if expected is None else expected + 3) as fetcher:
+        files = fetcher.wait_all()
+        name = names("keys")
+        types = [(k, contract_read_type(spec.columns.get(k, "VARCHAR"))) for k in keys]
+        if not files:
+            con.execute(f"CREATE TEMP TABLE {q(name)} ({', '.join(f'{q(k)} {t}' for k, t in types)})")
+            return name
+        read_repairing(con, fetcher, TempNames("scan"), lambda: con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {q(name)} AS SELECT DISTINCT unnest(_e) FROM (SELECT "
+            f"unnest(value) AS _e FROM {read_json_sql('$files', struct_type(types) + '[]')}) WHERE "
+            + " AND ".join(f"_e.{q(k)} IS NOT NULL" for k in keys), {"files": files},
+        ))
+    return name
+
+
+def mark_deletions(con: duckdb.DuckDBPyConnection, plan: Plan, staged: Staged,
+                   scan_keys: str | None, now: datetime, result: LandResult) -> None:
+    """`_deleted_at` for keys the scan no longer finds; cleared for keys that came back."""
+    main = plan.main
+    tbl = fqn("sap_raw", main.table)
+    counts = result.tables[main.table]
+    key = main.key
+    keys_sql = ", ".join(f"t.{q(k)}" for k in key)
+    seen = [staged.tables[main.table]] + ([scan_keys] if scan_keys else [])
+    present = " OR ".join(
+        f"EXISTS (SELECT 1 FROM {q(s)} k WHERE {key_join('k', 't', key)})" for s in seen
+    )
+    restored = con.execute(
+        f"UPDATE {tbl} t SET {DELETED_AT} = NULL WHERE {DELETED_AT} IS NOT NULL AND ({present}) "
+        f"RETURNING {keys_sql}"
+    ).fetchall()
+    counts.keys_restored = len(restored)
+    marked: list[tuple] = []
+    if scan_keys:
+        live = con.execute(f"SELECT count(*) FROM {tbl} WHERE {DELETED_AT} IS NULL").fetchone()[0]
+        found = con.execute(f"SELECT count(*) FROM {q(scan_keys)}").fetchone()[0]
+        if found == 0 and live > 0:
+            raise LandingError(
+                f"{main.table}: the key scan of {plan.spec.entity_set} found no keys at all while "
+                f"{live} are stored; refusing to mark every record deleted (check the SAP user's "
+                "permissions on this object)"
+            )
+        marked = con.execute(
+            f"UPDATE {tbl} t SET {DELETED_AT} = $now WHERE {DELETED_AT} IS NULL AND NOT EXISTS "
+            f"(SELECT 1 FROM {q(scan_keys)} k WHERE {key_join('k', 't', key)}) RETURNING {keys_sql}",
+            {"now": now},
+        ).fetchall()
+        counts.keys_marked_deleted = len(marked)
+    if not marked and not restored:
+        return
+    # Children follow their parent's mark.
+    for child in plan.children:
+        cfqn = fqn("sap_raw", child.table)
+        pk, pkey = q(child.parent_key_column), q(plan.entity_key)  # type: ignore[arg-type]
+        con.execute(
+            f"UPDATE {cfqn} c SET {DELETED_AT} = p.{DELETED_AT} FROM {tbl} p WHERE c.{pk} = "
+            f"p.{pkey} AND c.{DELETED_AT} IS DISTINCT FROM p.{DELETED_AT}"
+        )
+        result.tables[child.table].keys_marked_deleted = con.execute(
+            f"SELECT count(*) FROM {cfqn} WHERE {DELETED_AT} = $now", {"now": now}
+        ).fetchone()[0]
+    if main.history:
+        hist = ensure_history(con, main)
+        # A deleted record has no current version; one that came back gets a new version.
+        con.execute(
+            f"UPDATE {hist} h SET {VALID_TO} = $now, {IS_CURRENT} = false FROM {tbl} t WHERE "
+            f"h.{IS_CURRENT} AND {key_join('h', 't', key)} AND t.{DELETED_AT} = $now",
+            {"now": now},
+        )
+        if restored:
+            back = staged.names("restored")
+            con.execute(f"CREATE TEMP TABLE {q(back)} AS SELECT {keys_sql} FROM {tbl} t LIMIT 0")
+            con.executemany(f"INSERT INTO {q(back)} VALUES ({', '.join('?' for _ in key)})",
+                            [list(r) for r in restored])
+            con.execute(
+                f"INSERT INTO {hist} BY NAME SELECT t.*, $now::TIMESTAMPTZ AS {VALID_FROM}, "
+                f"NULL::TIMESTAMPTZ AS {VALID_TO}, true AS {IS_CURRENT} FROM {tbl} t WHERE EXISTS "
+                f"(SELECT 1 FROM {q(back)} b WHERE {key_join('b', 't', key)}) AND NOT EXISTS "
+                f"(SELECT 1 FROM {hist} h WHERE h.{IS_CURRENT} AND {key_join('h', 't', key)})",
+                {"now": now},
+            )

@@ -8,7 +8,7 @@ future (the incremental watermark does not follow them).
 from __future__ import annotations
 
 from sap_ometria_assets.lib.config.settings import get_settings
-from sap_ometria_assets.lib.landing.land import future_limit
+from sap_ometria_assets.lib.landing.plan import future_limit
 from sap_ometria_assets.lib.ometria.mapping import MappingError, load_mapping, mapped_udfs
 from sap_ometria_assets.lib.quality.sql_fragments import not_cancellation
 from sap_ometria_assets.lib.sap.tables import SAP_TABLES, TABLES_BY_NAME, table_key
