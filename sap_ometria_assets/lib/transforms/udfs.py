@@ -1,12 +1,15 @@
 """Mapped SAP user-defined fields (UDFs) -> typed Ometria properties or standard fields.
 
 Each mapped UDF becomes a value of its mapped type (string, integer, number, boolean, date) or
-null with a warning (a value SAP does not allow, or one that is not of the type); a mapped UDF
-the Service Layer does not serve yet is left out (`udf_not_served`).
+null with a warning (a value SAP does not allow, one that is not of the type, or a JSON object or
+array where SAP should hold a single value: landing keeps such a value as its JSON text, which is
+not sent; `udf_value_not_allowed` lists it); a mapped UDF the Service Layer does not serve yet is
+left out (`udf_not_served`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 
@@ -16,6 +19,20 @@ from sap_ometria_assets.lib.ometria.mapping import UdfMapping
 from sap_ometria_assets.lib.transforms.values import as_date, text
 
 _log = logging.getLogger(__name__)
+
+
+def json_containers(values: pl.Series) -> pl.Series:
+    """Whether each text is a JSON object or array (how landing keeps a non-scalar value SAP
+    sent in a scalar UDF column). Only texts that start and end like one are parsed, once each."""
+    candidates = values.filter(values.str.contains(r"^[\[{]") & values.str.contains(r"[\]}]$")).unique()
+    verdicts = {}
+    for text_ in candidates.to_list():
+        try:
+            verdicts[text_] = isinstance(json.loads(text_), dict | list)
+        except ValueError:
+            verdicts[text_] = False
+    found = [t for t, ok in verdicts.items() if ok]
+    return values.is_in(found).fill_null(False) if found else pl.Series(values.name, [False] * len(values))
 
 
 _TRUE = ["true", "y", "yes", "1", "tyes"]
@@ -30,6 +47,11 @@ def udf_value(m: UdfMapping, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
     else:
         raw = text(col)
     shown = raw.str.slice(0, 60)
+    nested = raw.map_batches(json_containers, return_dtype=pl.Boolean)
+    warn_nested = pl.when(nested).then(
+        pl.concat_str([pl.lit(f"{col}: value '"), shown, pl.lit("' is a JSON object or array, not a single value")])
+    )
+    raw = pl.when(nested).then(None).otherwise(raw)
     warn_disallowed = None
     if m.allowed_values:
         disallowed = raw.is_not_null() & ~raw.is_in(list(m.allowed_values))
@@ -59,7 +81,7 @@ def udf_value(m: UdfMapping, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
     )
     if m.if_empty == "empty_string":
         value = value.fill_null("")
-    warning = pl.coalesce([w for w in (warn_disallowed, warn_type) if w is not None])
+    warning = pl.coalesce([w for w in (warn_nested, warn_disallowed, warn_type) if w is not None])
     return value, warning
 
 
