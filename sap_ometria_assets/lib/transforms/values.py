@@ -4,7 +4,7 @@ Money is carried as Int64 **cents** (half away from zero from SAP's Decimal(19,6
 exact and a payload's parts add up to its total to the penny; it becomes a JSON number with two
 decimals only in the payload (`money`) and a Decimal(18,2) in the typed columns (`money_out`).
 Here too: trimmed text, SAP yes/no flags, quantities, dates, currency codes through the mapping,
-Ometria ids from templates, implausible document dates, and the joining of hold-back reasons
+Ometria ids from templates, implausible document dates, slugs, and the joining of hold-back reasons
 ("; ") and warnings.
 """
 
