@@ -18,7 +18,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "lib"))
 from sap_frames import bp, cufd, frame, line, ocrg, order  # noqa: E402
 
 from sap_ometria_assets.defs.ometria import assets as A  # noqa: E402
+from sap_ometria_assets.defs.ometria import metadata as M  # noqa: E402
 from sap_ometria_assets.defs.resources import WarehouseResource  # noqa: E402
+from sap_ometria_assets.lib.transforms import orders_build  # noqa: E402
 from sap_ometria_assets.lib.warehouse.db import connect, write_table  # noqa: E402
 
 ASSETS = [A.ometria_contacts, A.ometria_orders_and_refunds, A.ometria_products, A.ometria_stock]
@@ -130,7 +132,7 @@ def test_assets_fill_the_ometria_tables_and_report_counts(warehouse_path):
                               "AND table_name = 'stock' AND column_name = 'available_qty'").fetchall()
         assert "InStock - Committed" in comment[0][0]
         # the static column types documented on the assets are the ones the tables get
-        for table, types in A.COLUMN_TYPES.items():
+        for table, types in M.COLUMN_TYPES.items():
             actual = dict(con.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
                 "WHERE table_schema = 'ometria' AND table_name = ?", [table]).fetchall())
@@ -263,17 +265,17 @@ def test_a_full_build_that_fails_half_way_is_followed_by_a_full_build(warehouse_
         _materialize_orders(warehouse_path, instance)
         monkeypatch.setattr(incremental, "FULL_BUILD_SLICE", 1)
         calls = {"n": 0}
-        real = A._upsert_rebuilt
+        real = orders_build.upsert_rebuilt
 
         def failing(con, result):
             calls["n"] += 1
             raise RuntimeError("disk full")
 
-        monkeypatch.setattr(A, "_upsert_rebuilt", failing)
+        monkeypatch.setattr(orders_build, "upsert_rebuilt", failing)
         with pytest.raises(Exception, match="disk full"):
             _materialize_orders(warehouse_path, instance, full_rebuild=True)
         assert calls["n"] == 1  # slice 1 of 3 was written, then the run failed
-        monkeypatch.setattr(A, "_upsert_rebuilt", real)
+        monkeypatch.setattr(orders_build, "upsert_rebuilt", real)
         after = _materialize_orders(warehouse_path, instance)["ometria/orders"]
         assert after["build_mode"] == "full" and after["full_rebuild_reason"] == "no previous build"
         assert after["dagster/row_count"] == 3

@@ -102,3 +102,35 @@ def test_a_declared_udf_sap_does_not_serve_leaves_only_its_property_out(env_udf,
     assert contacts and env_udf.ometria.records("order")
     assert not any("first_purchase" in json.dumps(c).lower() for c in contacts)
     assert_nothing_lost(env_udf.db, env_udf.ometria, company_udf_not_served)
+
+
+def test_an_object_in_a_free_text_udf_is_left_out_and_listed_not_sent_as_json_text(env, company):
+    """SAP serves a JSON object in the free-text UDF U_FirstPurchaseCategory (no valid values
+    declared) of one customer and a JSON array in another's: the contacts go without that
+    property (everything else of them is sent) and each value is listed, not sent as its JSON
+    text."""
+    ocrd = company.tables["OCRD"]
+    codes = ocrd.filter((pl.col("CardType") == "cCustomer") & pl.col("EmailAddress").is_not_null()
+                        & ~pl.col("CardCode").is_in(company.planted["bad_emails"]))["CardCode"]
+    planted = {codes[10]: {"code": "APP", "label": "Apparel"}, codes[11]: ["Apparel", "Home"]}
+    for code, value in planted.items():
+        env.sap.faults.malformed_record("BusinessPartners", code, "U_FirstPurchaseCategory", value)
+
+    run = run_sync()
+
+    assert run.success, run.failures
+    contacts = env.ometria.records("contact")
+    for code in planted:
+        [sent] = [c for c in contacts.values() if c.get("customer_id") == code]
+        assert "first_purchase_category" not in sent.get("properties", {}), sent
+        assert "Apparel" not in json.dumps(sent)
+    sent_any = json.dumps(list(contacts.values()))
+    assert '"code"' not in sent_any and "APP" not in sent_any
+    listed = dict(query(env.db, "SELECT record_key, detail FROM ops.sync_exceptions "
+                                "WHERE rule = 'udf_value_not_allowed' AND resolved_at IS NULL"))
+    for code in planted:
+        assert code in listed and "U_FirstPurchaseCategory" in listed[code], listed
+    warned = dict(query(env.db, "SELECT sap_key, warnings FROM ometria.contacts WHERE sap_key IN (?, ?)",
+                        list(planted)))
+    assert all(any("U_FirstPurchaseCategory" in w for w in warned[code]) for code in planted), warned
+    assert_nothing_lost(env.db, env.ometria, company)

@@ -16,7 +16,7 @@ from sap_ometria_assets.lib.ometria.models import (
     compile_checks,
     validate_payloads,
 )
-from sap_ometria_assets.lib.transforms.common import encode_objects
+from sap_ometria_assets.lib.transforms.payloads import encode_objects
 
 CONTACT = {"@type": "contact", "@collection": "sap_b1", "id": "C001", "customer_id": "C001",
            "email": "jane@example.com", "phone_number": "+447911123456", "country_id": "GB",
@@ -75,7 +75,7 @@ def test_nan_and_infinity_are_not_amounts():
 
 
 def test_60kb_limit_is_enforced_by_the_finaliser():
-    from sap_ometria_assets.lib.transforms.common import finalize
+    from sap_ometria_assets.lib.transforms.payloads import finalize
 
     big = pl.DataFrame({"@type": ["product"], "id": ["A"], "title": ["x" * MAX_RECORD_BYTES], "is_active": [True],
                         "@merge": [True]})
@@ -91,7 +91,7 @@ def test_the_finaliser_builds_one_json_object_of_the_rows_type_per_record():
     a JSON object whose `@type` is its row's record_type."""
     import orjson
 
-    from sap_ometria_assets.lib.transforms.common import finalize
+    from sap_ometria_assets.lib.transforms.payloads import finalize
 
     payload = pl.DataFrame({"@type": ["product", "product"], "id": ["A", 'B"\n'],
                             "title": ["Mug", 'quote " and\nbreak'], "is_active": [True, False],

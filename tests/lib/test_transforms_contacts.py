@@ -12,7 +12,7 @@ from sap_frames import bp, cufd, frame, ocrg
 from sap_ometria_assets.lib.ometria.mapping import load_mapping, validate_against_cufd
 from sap_ometria_assets.lib.ometria.models import validate_payloads
 from sap_ometria_assets.lib.config.settings import PROJECT_ROOT
-from sap_ometria_assets.lib.transforms import build_contacts
+from sap_ometria_assets.lib.transforms.contacts import build_contacts
 from sap_ometria_assets.lib.transforms.contacts import phone_lookup
 
 ZONE = "Europe/London"
@@ -114,6 +114,21 @@ def test_a_udf_value_sap_does_not_allow_is_not_sent_but_reported(mapping):
     assert r["warnings"] == ["U_LoyaltyTier: value 'Gld' is not an allowed value"]
     assert r["held_back_reason"] is None
 
+
+
+def test_a_json_object_or_array_in_a_free_text_udf_is_not_sent_as_its_text(mapping):
+    # landing keeps a non-scalar value SAP sent in a text UDF as its JSON text
+    df = contacts([bp("C012", U_FirstPurchaseCategory='{"code":"APP"}'),
+                   bp("C013", U_FirstPurchaseCategory=' ["Apparel", "Home"] '),
+                   bp("C014", U_FirstPurchaseCategory="[Sale] {Shoes}")], mapping)
+    for key, shown in (("C012", '{"code":"APP"}'), ("C013", '["Apparel", "Home"]')):
+        r = row(df, key)
+        assert "first_purchase_category" not in json.loads(r["payload"]).get("properties", {})
+        assert r["warnings"] == [f"U_FirstPurchaseCategory: value '{shown}' is a JSON object or array, "
+                                 "not a single value"]
+        assert r["held_back_reason"] is None
+    # text that only looks like one is sent as it is
+    assert json.loads(row(df, "C014")["payload"])["properties"]["first_purchase_category"] == "[Sale] {Shoes}"
 
 def test_value_map_and_types(mapping):
     m = mapping.model_copy(update={"udfs": mapping.udfs.model_copy(update={"BusinessPartner": [

@@ -12,7 +12,7 @@ from sap_frames import bp, cufd, frame, line, order
 from sap_ometria_assets.lib.ometria.mapping import load_mapping, validate_against_cufd
 from sap_ometria_assets.lib.ometria.models import validate_payloads
 from sap_ometria_assets.lib.config.settings import PROJECT_ROOT
-from sap_ometria_assets.lib.transforms import OrderInputs, build_orders
+from sap_ometria_assets.lib.transforms.orders import OrderInputs, build_orders
 
 ZONE = "Europe/London"
 

@@ -13,7 +13,7 @@ from sap_frames import cufd, frame
 from sap_ometria_assets.lib.ometria.mapping import load_mapping, validate_against_cufd
 from sap_ometria_assets.lib.ometria.models import validate_payloads
 from sap_ometria_assets.lib.config.settings import PROJECT_ROOT
-from sap_ometria_assets.lib.transforms import build_products
+from sap_ometria_assets.lib.transforms.products import build_products
 
 
 @pytest.fixture(scope="module")

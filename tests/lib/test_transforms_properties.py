@@ -22,7 +22,10 @@ from sap_frames import cufd, frame, ocrg
 from sap_ometria_assets.lib.ometria.mapping import load_mapping, validate_against_cufd
 from sap_ometria_assets.lib.ometria.models import validate_payloads
 from sap_ometria_assets.lib.config.settings import PROJECT_ROOT
-from sap_ometria_assets.lib.transforms import OrderInputs, build_contacts, build_orders, build_products, build_stock
+from sap_ometria_assets.lib.transforms.contacts import build_contacts
+from sap_ometria_assets.lib.transforms.orders import OrderInputs, build_orders
+from sap_ometria_assets.lib.transforms.products import build_products
+from sap_ometria_assets.lib.transforms.stock import build_stock
 
 MAPPING = validate_against_cufd(load_mapping(PROJECT_ROOT / "data" / "mapping.yaml"), cufd())
 REFUND_MAPPING = MAPPING.model_copy(update={"credit_memos": MAPPING.credit_memos.model_copy(

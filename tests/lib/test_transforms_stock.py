@@ -11,7 +11,7 @@ import pytest
 from sap_frames import cufd, frame
 from sap_ometria_assets.lib.ometria.mapping import load_mapping, validate_against_cufd
 from sap_ometria_assets.lib.config.settings import PROJECT_ROOT
-from sap_ometria_assets.lib.transforms import build_stock
+from sap_ometria_assets.lib.transforms.stock import build_stock
 
 
 @pytest.fixture(scope="module")

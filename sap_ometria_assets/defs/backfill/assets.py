@@ -35,13 +35,16 @@ import duckdb
 from sap_ometria_assets.defs.automation.config import automation_config
 from sap_ometria_assets.defs.automation.jobs import LANE_TAG
 from sap_ometria_assets.lib.warehouse import db as warehouse_lib
-from sap_ometria_assets.lib.warehouse.sql import table_exists
+from sap_ometria_assets.lib.warehouse.sql import table_exists, transaction
 from sap_ometria_assets.lib.landing.land import land_table
 from sap_ometria_assets.defs.resources import OmetriaResource, SapB1Resource, WarehouseResource
 from sap_ometria_assets.lib.automation.partitions import DocDateWindow, monthly_docdate_partitions, window_for_partition
 from sap_ometria_assets.lib.push.results import PushAbortedError, PushResult
 from sap_ometria_assets.lib.push.send import push_feed
 from sap_ometria_assets.lib.sap.tables import TABLES_BY_NAME
+from sap_ometria_assets.lib.transforms.orders import OrdersResult
+from sap_ometria_assets.lib.transforms.orders_build import build_orders_tables
+from sap_ometria_assets.lib.transforms.tables import load_run_mapping
 from sap_ometria_assets.lib.config.settings import get_settings
 
 GROUP = "backfill"
@@ -85,15 +88,10 @@ def land_window(con: duckdb.DuckDBPyConnection, client, table: str, window: DocD
     before = _watermark_row(con, table)
     # full_refresh: read the window whole instead of "changed since the watermark".
     result = land_table(con, client, windowed, settings=settings, full_refresh=True, logger=logger)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("DELETE FROM sap_meta.watermarks WHERE entity = ?", [table])
         if before is not None:
             con.execute("INSERT INTO sap_meta.watermarks VALUES (?, ?, ?, ?, ?)", list(before))
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return result
 
 
@@ -159,23 +157,12 @@ def push_in_slices(connect: Callable, client, feed: str, where: str, *, dry_run:
     return results
 
 
-def rebuild_orders(con: duckdb.DuckDBPyConnection):
-    """`ometria.orders` and `ometria.refunds` rebuilt from sap_raw exactly as the
-    `ometria/orders` asset does, so the hashes the backfill pushes are the ones the regular
+def rebuild_orders(con: duckdb.DuckDBPyConnection) -> OrdersResult:
+    """`ometria.orders` and `ometria.refunds` rebuilt in full from sap_raw by the build the
+    `ometria/orders` asset runs, so the hashes the backfill pushes are the ones the regular
     push compares with (it then finds them acknowledged and sends nothing twice)."""
-    from sap_ometria_assets.defs.ometria import assets as om
-    from sap_ometria_assets.lib.transforms import orders as to
-    from sap_ometria_assets.lib.transforms import refunds as tr
-
-    settings = get_settings()
-    mapping = om.load_run_mapping(con)
-    optional = {t: om.read_raw(con, t, required=False)
-                for t in ("rdr3", "odln", "dln1", "oinv", "inv1", "orin", "rin1", "rin3", "ocrd")}
-    inputs = to.OrderInputs(ordr=om.read_raw(con, "ordr"), rdr1=om.read_raw(con, "rdr1"), **optional)
-    result = to.build_orders(inputs, mapping, zone=settings.sap_ometria_timezone)
-    om.write_ometria(con, "orders", result.orders, to.DESCRIPTIONS)
-    om.write_ometria(con, "refunds", result.refunds, tr.DESCRIPTIONS)
-    return result
+    mapping = load_run_mapping(con)
+    return build_orders_tables(con, mapping, get_settings().sap_ometria_timezone, full_rebuild=True).result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -300,7 +300,7 @@ class OmetriaClient(ReadBack):
         if record_type not in RECORD_TYPES:
             raise OmetriaBatchError(f"unknown record type {record_type!r}")
         # The records themselves are not parsed again here: each was validated where it was
-        # built (lib/transforms/common.finalize: a JSON object of its feed's model, at most
+        # built (lib/transforms/payloads.finalize: a JSON object of its feed's model, at most
         # 60 KB), and the push batches them by record type.
         encoded = [_as_bytes(r) for r in records]
         body = build_body(encoded)

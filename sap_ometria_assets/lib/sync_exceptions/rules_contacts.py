@@ -13,12 +13,12 @@ import polars as pl
 from sap_ometria_assets.lib.ometria.models import EMAIL as EMAIL_RE
 from sap_ometria_assets.lib.sync_exceptions.rule import Rule, RuleContext
 from sap_ometria_assets.lib.sync_exceptions.sources import POP_CUSTOMERS
-from sap_ometria_assets.lib.transforms.common import rfc_valid_emails
+from sap_ometria_assets.lib.transforms.people import rfc_valid_emails
 from sap_ometria_assets.lib.warehouse.sql import lit
 
 
 def _contact_invalid_email(ctx: RuleContext) -> str:
-    # The same library check as the contacts transform (transforms.common.rfc_valid_emails),
+    # The same library check as the contacts transform (transforms.people.rfc_valid_emails),
     # once per distinct address, into a temp table the SQL reads.
     emails = ctx.con.sql("SELECT DISTINCT trim(\"EmailAddress\") AS e FROM x_customers "
                          "WHERE nullif(trim(\"EmailAddress\"), '') IS NOT NULL").pl()["e"]

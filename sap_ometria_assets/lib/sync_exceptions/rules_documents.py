@@ -10,7 +10,7 @@ from __future__ import annotations
 from sap_ometria_assets.lib.quality.sql_fragments import money, not_cancellation
 from sap_ometria_assets.lib.sync_exceptions.rule import Rule, RuleContext
 from sap_ometria_assets.lib.sync_exceptions.sources import POP_MEMOS, POP_ORDERS
-from sap_ometria_assets.lib.transforms.common import EARLIEST_DOC_DATE
+from sap_ometria_assets.lib.transforms.values import EARLIEST_DOC_DATE
 from sap_ometria_assets.lib.warehouse.sql import text_list
 
 

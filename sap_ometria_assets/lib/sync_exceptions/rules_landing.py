@@ -86,9 +86,30 @@ def _udf_value_not_allowed(ctx: RuleContext) -> str:
         WHERE {' AND '.join(where)}
           AND nullif(trim(CAST({col} AS VARCHAR)), '') IS NOT NULL
           AND NOT list_contains(a.allowed, CAST({col} AS VARCHAR))""")
+    parts += _udf_json_containers(ctx, set(declared))
     if not parts:
         return "SELECT NULL::VARCHAR AS entity, NULL::VARCHAR AS record_key, NULL::VARCHAR AS detail WHERE false"
     return " UNION ALL ".join(parts)
+
+
+def _udf_json_containers(ctx: RuleContext, declared: set) -> list[str]:
+    """A JSON object or array in a UDF without valid values: the transforms leave it out of the
+    record (transforms/udfs.py), so it is listed here."""
+    con, parts = ctx.con, []
+    for sap_table, name in con.execute(
+            'SELECT DISTINCT "TableName", "Name" FROM raw_cufd WHERE "Name" IS NOT NULL ORDER BY ALL').fetchall():
+        table, column = str(sap_table).lower(), f"U_{name}"
+        if ((sap_table, name) in declared or table not in _UDF_ENTITY or f"sap_raw.{table}" not in ctx.present
+                or column.lower() not in {c.lower() for c in table_columns(con, "sap_raw", table)}):
+            continue
+        v = f"trim(CAST(t.{q(column)} AS VARCHAR))"
+        key_expr = " || '/' || ".join(f'CAST(t.{q(k)} AS VARCHAR)' for k in table_key(table))
+        cancelled = (f" AND {not_cancellation('t')}"
+                     if table in TABLES_BY_NAME and TABLES_BY_NAME[table].is_document else "")
+        parts.append(f"""SELECT '{_UDF_ENTITY[table]}' AS entity, {key_expr} AS record_key,
+               '{table.upper()}.{column} holds a JSON object or array, not a single value: it is not sent' AS detail
+        FROM raw_{table} t WHERE t."_deleted_at" IS NULL{cancelled} AND left({v}, 1) IN ('{{', '[') AND json_valid({v})""")
+    return parts
 
 
 def _deletion_scan_refused(ctx: RuleContext) -> str:
@@ -137,8 +158,8 @@ LANDING_RULES: tuple[Rule, ...] = (
         id="udf_value_not_allowed", entity="record", severity="WARN", owner="marketing",
         title="User-defined field outside its allowed values",
         description="A user-defined field (e.g. loyalty tier, acquisition source, sales channel) "
-        "holds a value that is not in the list SAP declares for it. Segments built on that field "
-        "in Ometria miss the record.",
+        "holds a value that is not in the list SAP declares for it, or a JSON object or array "
+        "where SAP should hold a single value. Segments built on that field in Ometria miss the record.",
         fix_hint="Choose one of the allowed values for the field on the record in SAP, or add the "
         "new value to the field's valid values (Tools > Customization Tools > User-Defined "
         "Fields - Management).",

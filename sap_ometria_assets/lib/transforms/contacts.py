@@ -20,25 +20,19 @@ from datetime import datetime
 import polars as pl
 
 from sap_ometria_assets.lib.ometria.mapping import Mapping
-from sap_ometria_assets.lib.transforms.common import (
-    COMMON_DESCRIPTIONS,
-    dedupe_latest,
+from sap_ometria_assets.lib.transforms.frames import dedupe_latest, require_columns, with_optional
+from sap_ometria_assets.lib.transforms.localtime import with_local_time
+from sap_ometria_assets.lib.transforms.payloads import COMMON_DESCRIPTIONS, finalize
+from sap_ometria_assets.lib.transforms.people import (
     distinct_phone_pairs,
     email_columns,
-    finalize,
-    join_reasons,
     name_columns,
     normalise_phones,
     person_name,
-    require_columns,
     resolve_phones,
-    text,
-    udf_fields,
-    warnings_list,
-    with_local_time,
-    with_optional,
-    yes,
 )
+from sap_ometria_assets.lib.transforms.udfs import udf_fields
+from sap_ometria_assets.lib.transforms.values import join_reasons, text, warnings_list, yes
 
 REQUIRED = ("CardCode", "CardName", "CardType", "GroupCode", "EmailAddress", "Country",
             "BlockSendingMarketingContent", "CreateDate", "UpdateDate")

@@ -26,6 +26,7 @@ from datetime import datetime
 import duckdb
 
 from sap_ometria_assets.lib.ometria.mapping import Mapping
+from sap_ometria_assets.lib.warehouse.sql import has_column, table_exists
 
 # Bump when the orders transform changes what it produces: the next run rebuilds everything.
 BUILD_VERSION = "orders-2"
@@ -43,22 +44,10 @@ def fingerprint(mapping: Mapping, zone: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, table]).fetchall()[0][0])
-
-
-def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'sap_raw' "
-        "AND table_name = ? AND column_name = ?", [table, column]).fetchall()[0][0])
-
-
 def landed_high_water(con: duckdb.DuckDBPyConnection) -> datetime | None:
     """The newest `_landed_at` over the tables the orders read (None when none has one)."""
     parts = [f'SELECT max("_landed_at") AS m FROM sap_raw."{t}"' for t in ORDER_TABLES
-             if _exists(con, "sap_raw", t) and _has_column(con, t, "_landed_at")]
+             if table_exists(con, "sap_raw", t) and has_column(con, "sap_raw", t, "_landed_at")]
     if not parts:
         return None
     return con.execute(f"SELECT max(m) FROM ({' UNION ALL '.join(parts)})").fetchall()[0][0]
@@ -90,10 +79,10 @@ class RebuildPlan:
 
 def plan_rebuild(con: duckdb.DuckDBPyConnection, print_: str) -> RebuildPlan:
     """Decide full vs incremental; for incremental, fill the temp tables ORDER_SET and MEMO_SET."""
-    if not _exists(con, "ometria", STATE_TABLE):
+    if not table_exists(con, "ometria", STATE_TABLE):
         return RebuildPlan("no previous build")
     for table in ("orders", "refunds"):
-        if not _exists(con, "ometria", table):
+        if not table_exists(con, "ometria", table):
             return RebuildPlan(f"ometria.{table} does not exist")
     rows = con.execute(f"SELECT landed_high_water, fingerprint FROM ometria.{STATE_TABLE}").fetchall()
     if len(rows) != 1 or rows[0][0] is None:
@@ -102,13 +91,13 @@ def plan_rebuild(con: duckdb.DuckDBPyConnection, print_: str) -> RebuildPlan:
     if previous_print != print_:
         return RebuildPlan("mapping, time zone or transform version changed")
     for table in ("ordr", "rdr1"):
-        if not _exists(con, "sap_raw", table):
+        if not table_exists(con, "sap_raw", table):
             return RebuildPlan(f"sap_raw.{table} does not exist")
-    present = {t for t in ORDER_TABLES if _exists(con, "sap_raw", t)}
+    present = {t for t in ORDER_TABLES if table_exists(con, "sap_raw", t)}
     if present != set(ORDER_TABLES):
         return RebuildPlan(f"sap_raw lacks {sorted(set(ORDER_TABLES) - present)}")
     for table in present:
-        if not _has_column(con, table, "_landed_at"):
+        if not has_column(con, "sap_raw", table, "_landed_at"):
             return RebuildPlan(f"sap_raw.{table} has no _landed_at")
     _fill_sets(con, present, since)
     n_orders = con.execute(f"SELECT count(*) FROM {ORDER_SET}").fetchall()[0][0]
@@ -131,9 +120,9 @@ def prepare_links(con: duckdb.DuckDBPyConnection, with_previous: bool = True) ->
     """Temp table `_memo_links(memo, order_entry)`: every credit memo -> order it reaches (the
     chain build_orders follows) and, with `with_previous`, the links of the previous build (a
     credit memo edited to another order must release the old one)."""
-    present = {t for t in ORDER_TABLES if _exists(con, "sap_raw", t)}
+    present = {t for t in ORDER_TABLES if table_exists(con, "sap_raw", t)}
     previous = ""
-    if with_previous and _exists(con, "ometria", "refunds") and _exists(con, "ometria", "orders"):
+    if with_previous and table_exists(con, "ometria", "refunds") and table_exists(con, "ometria", "orders"):
         previous = """
         UNION
         SELECT DISTINCT TRY_CAST(r.sap_key AS BIGINT), TRY_CAST(o.sap_key AS BIGINT)

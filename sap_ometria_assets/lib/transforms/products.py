@@ -18,21 +18,18 @@ from __future__ import annotations
 import polars as pl
 
 from sap_ometria_assets.lib.ometria.mapping import Mapping
-from sap_ometria_assets.lib.transforms.common import (
-    COMMON_DESCRIPTIONS,
+from sap_ometria_assets.lib.transforms.frames import dedupe_latest, require_columns, with_optional
+from sap_ometria_assets.lib.transforms.payloads import COMMON_DESCRIPTIONS, finalize
+from sap_ometria_assets.lib.transforms.values import (
     cents,
     currency_iso,
     currency_reason,
-    dedupe_latest,
-    finalize,
     join_reasons,
     money,
     money_out,
-    require_columns,
     slug,
     text,
     warnings_list,
-    with_optional,
     yes,
 )
 

@@ -31,13 +31,9 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from sap_ometria_assets.lib.ometria.mapping import Mapping
-from sap_ometria_assets.lib.transforms.common import (
-    DEC,
-    dedupe_latest,
-    id_from_template,
-    money_out,
-    text,
-)
+from sap_ometria_assets.lib.transforms.documents import HEADER_REQUIRED, document_flags, prepare_documents
+from sap_ometria_assets.lib.transforms.frames import dedupe_latest
+from sap_ometria_assets.lib.transforms.values import DEC, id_from_template, money_out, text
 
 REFUND_COLUMNS: dict[str, str] = {
     "record_type": "Always 'refund' (a trace row; refunds are not a push feed).",
@@ -82,8 +78,6 @@ class Applied:
 
 
 def prepare_credit_memos(inputs, mapping: Mapping, zone: str) -> CreditMemos:
-    from sap_ometria_assets.lib.transforms.orders import _flags, prepare_documents
-
     if inputs.orin is None or inputs.orin.height == 0:
         empty_h = pl.DataFrame(schema={"_entry": pl.Int64, "_is_cancellation_doc": pl.Boolean,
                                        "_is_cancelled": pl.Boolean})
@@ -91,7 +85,7 @@ def prepare_credit_memos(inputs, mapping: Mapping, zone: str) -> CreditMemos:
             _empty_header(), None, None, "orin", mapping, zone
         )
         return CreditMemos(empty_h, docs, lines)
-    headers, _ = dedupe_latest(_flags(inputs.orin), ["DocEntry"])
+    headers, _ = dedupe_latest(document_flags(inputs.orin), ["DocEntry"])
     headers = headers.with_columns(pl.col("DocEntry").cast(pl.Int64, strict=False).alias("_entry"))
     docs, lines = prepare_documents(inputs.orin, inputs.rin1, inputs.rin3, "orin", mapping, zone)
     docs = docs.filter(~pl.col("_is_cancelled"))
@@ -100,8 +94,6 @@ def prepare_credit_memos(inputs, mapping: Mapping, zone: str) -> CreditMemos:
 
 
 def _empty_header() -> pl.DataFrame:
-    from sap_ometria_assets.lib.transforms.orders import HEADER_REQUIRED
-
     schema = {c: pl.String for c in HEADER_REQUIRED}
     schema.update({"DocEntry": pl.Int64, "DocDate": pl.Date, "DocTotal": DEC, "DocTotalFc": DEC,
                    "VatSum": DEC, "VatSumFc": DEC})

@@ -17,19 +17,9 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from sap_ometria_assets.lib.ometria.mapping import Mapping
-from sap_ometria_assets.lib.transforms.common import (
-    COMMON_DESCRIPTIONS,
-    DEC,
-    decimal,
-    dedupe_latest,
-    finalize,
-    join_reasons,
-    require_columns,
-    text,
-    warnings_list,
-    with_optional,
-    yes,
-)
+from sap_ometria_assets.lib.transforms.frames import dedupe_latest, require_columns, with_optional
+from sap_ometria_assets.lib.transforms.payloads import COMMON_DESCRIPTIONS, finalize
+from sap_ometria_assets.lib.transforms.values import DEC, decimal, join_reasons, text, warnings_list, yes
 
 QTY = pl.Decimal(38, 6)
 
