@@ -130,3 +130,26 @@ def test_lib_imports_neither_defs_nor_emulators() -> None:
         if dep.startswith((f"{PACKAGE}.defs", f"{PACKAGE}.emulators"))
     )
     assert bad == []
+
+
+def _readme_layout() -> str:
+    text = (ROOT.parent / "README.md").read_text()
+    start = text.index("## Layout")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end == -1 else text[start:end]
+
+
+def test_readme_layout_names_every_folder_and_module() -> None:
+    """The README's Layout section is the map a new developer reads: a module it does not name is
+    a room nobody was told about."""
+    layout = _readme_layout()
+    words = set(layout.replace("/", " / ").split())
+    missing = []
+    for name, path in _modules().items():
+        if path.name == "__init__.py":
+            if f"{path.parent.name}/" not in layout:
+                missing.append(f"{path.parent.relative_to(ROOT.parent)}/")
+            continue
+        if path.name not in words and path.stem not in words:
+            missing.append(str(path.relative_to(ROOT.parent)))
+    assert missing == [], f"README.md's Layout section does not name {missing}"
