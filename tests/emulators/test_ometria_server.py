@@ -12,7 +12,8 @@ import time
 import httpx
 import pytest
 
-from sap_ometria_assets.emulators.ometria.server import MAX_RECORD_BYTES, OmetriaEmulator
+from sap_ometria_assets.emulators.ometria.server import OmetriaEmulator
+from sap_ometria_assets.emulators.ometria.validation import MAX_RECORD_BYTES
 
 KEY = "emu-test-key"
 

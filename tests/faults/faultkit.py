@@ -26,7 +26,8 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from sap_ometria_assets.emulators.ometria.server import DIRECTIVES, OmetriaEmulator
+from sap_ometria_assets.emulators.ometria.server import OmetriaEmulator
+from sap_ometria_assets.emulators.ometria.validation import DIRECTIVES
 from sap_ometria_assets.emulators.sap_b1.company import Company
 from sap_ometria_assets.emulators.sap_b1.server import SapB1Emulator
 

@@ -58,9 +58,6 @@ from sap_ometria_assets.emulators.ometria.store import _Store
 from sap_ometria_assets.emulators.ometria.validation import (
     DIRECTIVES, KNOWN_TYPES, MAX_RECORDS, MAX_RECORD_BYTES, _BadRequest, line_product_ids, validate_record,
 )
-from sap_ometria_assets.emulators.ometria.validation import (  # noqa: F401 - public names before the split
-    MAX_BODY_BYTES, MAX_ERRORS_KEPT, MAX_LIST_LIMIT, OPTIN_VALUES, RejectRule,
-)
 
 
 # --------------------------------------------------------------------------------------

@@ -41,14 +41,11 @@ import orjson
 import polars as pl
 
 from sap_ometria_assets.emulators.sap_b1.company import Company, generate_company
-from sap_ometria_assets.emulators.sap_b1.faults import EmulatorStats, Faults, SchemaChange  # noqa: F401
-from sap_ometria_assets.emulators.sap_b1.handler import _Handler, log  # noqa: F401
+from sap_ometria_assets.emulators.sap_b1.faults import EmulatorStats, Faults
+from sap_ometria_assets.emulators.sap_b1.handler import _Handler
 from sap_ometria_assets.emulators.sap_b1.odata import Query, compile_filter
 from sap_ometria_assets.emulators.sap_b1.sessions import SessionsMixin
 from sap_ometria_assets.emulators.sap_b1.wire import CHUNK_ROWS, _ChunkCache, _Rendered, _Reply, _View, _build_view
-from sap_ometria_assets.emulators.sap_b1.wire import (  # noqa: F401 - the module's public names before the split
-    DEFAULT_PAGE_SIZE, MSG_INVALID_SESSION, MSG_LOGIN_FAILED, MSG_NOT_FOUND, ROUTE_ID, SL_VERSION,
-)
 
 
 # ---------------------------------------------------------------------------------------------
