@@ -10,6 +10,7 @@ line and the cause, never the (expanded) value.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +102,6 @@ def describe_error(exc: Exception) -> str:
 def short_repr(value: Any) -> str:
     """A value for an error message, bounded in depth and length (reprlib never walks a
     whole nested structure)."""
-    import reprlib
-
     r = reprlib.Repr()
     r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxother = 2, 4, 4, 60, 60
     return r.repr(value)[:200]

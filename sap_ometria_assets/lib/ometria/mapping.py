@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sap_ometria_assets.lib.ometria.models import ISO_4217_CODES
 from sap_ometria_assets.lib.config.errors import validation_problems
 from sap_ometria_assets.lib.config.safe_yaml import YamlLimitError, describe_error, load_yaml_file
+from sap_ometria_assets.lib.config.settings import get_settings
 
 
 class MappingError(ValueError):
@@ -310,8 +311,6 @@ def parse_mapping(data: Any, source: str = "<mapping>") -> Mapping:
 def load_mapping(path: str | Path | None = None) -> Mapping:
     """Load and validate the mapping YAML (default: `settings.mapping_path`)."""
     if path is None:
-        from sap_ometria_assets.lib.config.settings import get_settings
-
         path = get_settings().mapping_path
     path = Path(path)
     try:
