@@ -1,0 +1,1 @@
+"""The health report: one self-contained HTML page per run for marketing, finance and ops."""
