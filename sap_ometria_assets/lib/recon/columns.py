@@ -19,8 +19,8 @@ CUSTOMER_NET_REVENUE: dict[str, tuple[str, str]] = {
     "sent_net": (_MONEY, "Net revenue of the order versions Ometria acknowledged (the ledger)"),
     "ometria_net": (_MONEY, "Net revenue of the orders Ometria holds, read back "
                             "(empty when the read-back was unavailable)"),
-    "sent_difference": (_MONEY, "sent_net - sap_net"),
-    "ometria_difference": (_MONEY, "ometria_net - sap_net"),
+    "sent_difference": ("DECIMAL(20,2)", "sent_net - sap_net"),
+    "ometria_difference": ("DECIMAL(20,2)", "ometria_net - sap_net"),
     "status": ("VARCHAR", "agrees (to the penny), explained (see explanation) or differs "
                           "(nobody knows why: investigate)"),
     "explanation": ("VARCHAR", "Open exceptions or unacknowledged orders that explain a difference"),
