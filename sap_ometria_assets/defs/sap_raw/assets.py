@@ -20,6 +20,7 @@ from sap_ometria_assets.lib.automation.alerts import make_alert
 from sap_ometria_assets.lib.automation.spool import raise_alerts
 from sap_ometria_assets.lib.landing.land import land_table
 from sap_ometria_assets.lib.landing.results import LandResult, TableCounts
+from sap_ometria_assets.lib.landing.split import ROW_HASH
 from sap_ometria_assets.defs.resources import SapB1Resource
 from sap_ometria_assets.lib.sap.descriptions import column_description, udf_descriptions
 from sap_ometria_assets.lib.sap.tables import (
@@ -62,9 +63,8 @@ def _described(table: str, types: dict[str, str], udfs: dict[str, str] | None = 
 def _declared_schema(spec: SapTable, table: str) -> dg.TableSchema:
     """Before any landing: the contract columns and the columns the landing adds, described
     (the other standard properties and the UDFs appear once the table is landed)."""
-    types = dict(contract_columns(table))
-    types[LANDED_AT] = "TIMESTAMP WITH TIME ZONE"
-    if spec.is_master_data and table == spec.table:
+    types = {**contract_columns(table), ROW_HASH: "VARCHAR", LANDED_AT: "TIMESTAMP WITH TIME ZONE"}
+    if spec.is_master_data:  # children too (lib/landing/merge.py: _metadata_columns)
         types[DELETED_AT] = "TIMESTAMP WITH TIME ZONE"
     if spec.is_document and table == spec.table:
         types[IS_CANCELLATION] = "BOOLEAN"

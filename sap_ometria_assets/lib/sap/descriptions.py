@@ -15,6 +15,7 @@ import json
 from functools import cache
 from importlib.resources import files
 
+from sap_ometria_assets.lib.landing.split import ROW_HASH
 from sap_ometria_assets.lib.sap.tables import (
     DELETED_AT,
     IS_CANCELLATION,
@@ -175,7 +176,7 @@ LANDING_COLUMNS: dict[str, str] = {
     LANDED_AT: "When this version of the row was landed (added by the landing, not SAP)",
     DELETED_AT: "When a key scan found the record missing in SAP (deleted there); NULL: present",
     IS_CANCELLATION: "True for a cancellation document (CancelStatus csCancellation)",
-    "_row_hash": "Hash of the row's content, to tell changed rows (added by the landing)",
+    ROW_HASH: "Hash of the row's content, to tell changed rows (added by the landing)",
 }
 
 UDF_FALLBACK = "User-defined field; its description is in sap_raw.cufd.Description"
