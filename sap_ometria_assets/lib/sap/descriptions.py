@@ -229,7 +229,8 @@ def column_description(table: str, column: str, udfs: dict[str, str] | None = No
         label = (udfs or {}).get(column)
         sql = f"{table.upper()}.{column}"
         return f"User-defined field: {label} ({sql})" if label else f"{UDF_FALLBACK} ({sql})"
-    return _standard(table, column) or f"Property {column} as the Service Layer returns it"
+    return _standard(table, column) or (
+        f"Service Layer property {column} (newer than the SAP v1 metadata we keep: no SQL name)")
 
 
 def udf_descriptions(con, table: str) -> dict[str, str]:
