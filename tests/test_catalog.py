@@ -4,6 +4,8 @@ TableSchema whose TableColumns carry a description."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -171,9 +173,6 @@ def test_docs_contracts_name_the_same_columns_as_the_catalog():
 
 @pytest.mark.skipif(not METADATA_XML.exists(), reason="SAP's $metadata sample is not on this machine")
 def test_committed_property_table_is_what_the_generator_makes_from_sap_metadata():
-    import importlib.util
-    import json
-
     path = ROOT / "tests" / "fixtures" / "sap" / "extract_properties.py"
     spec = importlib.util.spec_from_file_location("extract_properties", path)
     module = importlib.util.module_from_spec(spec)
