@@ -20,6 +20,7 @@ from checks_fixtures import (
 from sap_ometria_assets.lib.quality.drift import track_pending_changes
 from sap_ometria_assets.lib.sync_exceptions.register import evaluate_exceptions
 from sap_ometria_assets.lib.recon.build import create_recon_views
+from sap_ometria_assets.lib.recon.columns import CUSTOMER_NET_REVENUE
 from sap_ometria_assets.lib.recon.snapshot import read_back_records, snapshot_available, write_snapshot
 
 D = Decimal
@@ -251,3 +252,11 @@ def test_a_warehouse_from_the_views_era_is_upgraded_to_tables(con):
     assert "sap_documents" in views.created
     assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'recon' "
                        "AND table_name = 'sap_documents'").fetchall()[0][0] == 1
+
+
+def test_customer_net_revenue_has_the_columns_the_catalog_describes(con):
+    refresh(con)
+    created = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = "
+        "'recon' AND table_name = 'customer_net_revenue' ORDER BY ordinal_position").fetchall()
+    assert created == [(c, t) for c, (t, _) in CUSTOMER_NET_REVENUE.items()]

@@ -1,6 +1,7 @@
 """What the Dagster UI shows about the ometria.* tables: column types and descriptions, column
 lineage back to the landed SAP tables, and the metadata each materialisation reports (rows,
-held back by reason, new/changed/unchanged payloads).
+held back by reason, new/changed/unchanged payloads). `table_schema` and `described_table` are
+the one way every layer builds its `dagster/column_schema`.
 """
 
 from collections.abc import Iterable
@@ -81,6 +82,14 @@ def table_schema(table: str, descriptions: dict[str, str] | None = None,
         dg.TableColumn(name=name, type=type_, description=descriptions.get(name))
         for name, type_ in types.items()
     ])
+
+
+def described_table(table: str, columns: dict[str, tuple[str, str]]) -> dict:
+    """Catalog metadata of one of our own tables (`schema.table`) from its columns' (type,
+    description) pairs, as `lib.warehouse.sql.ddl_columns` reads them from the table's DDL."""
+    schema = table_schema(table, descriptions={c: d for c, (_, d) in columns.items()},
+                          types={c: t for c, (t, _) in columns.items()})
+    return {"dagster/table_name": table, "dagster/column_schema": schema}
 
 
 def _lineage(mapping: dict[str, Iterable[tuple[str, str]]]) -> dg.TableColumnLineage:

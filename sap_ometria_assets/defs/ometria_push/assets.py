@@ -9,10 +9,12 @@ stock flags only need their product and run on their own, faster schedule.
 import dagster as dg
 from pydantic import Field
 
+from sap_ometria_assets.defs.ometria.metadata import described_table
 from sap_ometria_assets.defs.resources import OmetriaResource, OmetriaTarget, WarehouseResource
 from sap_ometria_assets.lib.config.settings import get_settings
 from sap_ometria_assets.lib.push.errors import error_counts, errors_fetch_due, sync_errors
 from sap_ometria_assets.lib.push.ledger import (
+    DDL,
     ensure_push_tables,
     ledger_rows,
     rejected_by_feed,
@@ -20,8 +22,11 @@ from sap_ometria_assets.lib.push.ledger import (
 )
 from sap_ometria_assets.lib.push.results import PushAbortedError, PushResult
 from sap_ometria_assets.lib.push.send import push_feed
+from sap_ometria_assets.lib.warehouse.sql import ddl_columns
 
 GROUP = "ometria_push"
+# The table each push asset keeps: its rows of the ledger (its feed); the errors asset's table.
+_LEDGER, _ERRORS = "ometria_push.ledger", "ometria_push.errors"
 
 
 class PushConfig(dg.Config):
@@ -90,6 +95,7 @@ def _push_asset(feed: str, deps: list[dg.AssetKey], description: str) -> dg.Asse
         kinds={"ometria"},
         pool="duckdb",
         description=description,
+        metadata=described_table(_LEDGER, ddl_columns(DDL)[_LEDGER]),
     )
     def _asset(context: dg.AssetExecutionContext, config: PushConfig, ometria: OmetriaResource,
                warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -140,6 +146,7 @@ stock = _push_asset(
     group_name=GROUP,
     kinds={"ometria"},
     pool="duckdb",
+    metadata=described_table(_ERRORS, ddl_columns(DDL)[_ERRORS]),
 )
 def errors(context: dg.AssetExecutionContext, ometria: OmetriaResource,
            warehouse: WarehouseResource) -> dg.MaterializeResult:

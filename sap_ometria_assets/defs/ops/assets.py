@@ -12,7 +12,13 @@ import polars as pl
 from sap_ometria_assets.lib.quality.checks_config import get_checks_config, mapping_facts
 from sap_ometria_assets.lib.quality.drift import create_trend_views
 from sap_ometria_assets.lib.sync_exceptions.catalogue import RULES_BY_ID
-from sap_ometria_assets.lib.sync_exceptions.register import evaluate_exceptions, open_exceptions
+from sap_ometria_assets.lib.sync_exceptions.register import (
+    EXCEPTIONS_DDL,
+    evaluate_exceptions,
+    open_exceptions,
+)
+from sap_ometria_assets.lib.warehouse.sql import ddl_columns
+from sap_ometria_assets.defs.ometria.metadata import described_table
 from sap_ometria_assets.lib.recon.summaries import markdown_table
 from sap_ometria_assets.lib.ometria.feeds import OMETRIA_FEEDS
 from sap_ometria_assets.defs.resources import WarehouseResource
@@ -38,6 +44,8 @@ def _now() -> datetime:
             deps=[*OMETRIA_KEYS, *PUSH_KEYS, PUSH_ERRORS],
             group_name="ops",
             kinds={"duckdb"},
+            metadata=described_table("ops.sync_exceptions",
+                                     ddl_columns(EXCEPTIONS_DDL)["ops.sync_exceptions"]),
             description=(
                 "Every SAP record that will not reach Ometria correctly, one row per problem "
                 "(`ops.sync_exceptions`): the rule it breaks, the SAP record (entity + "
@@ -54,6 +62,8 @@ def _now() -> datetime:
             deps=[SYNC_EXCEPTIONS],
             group_name="ops",
             kinds={"duckdb"},
+            metadata=described_table("ops.exception_history",
+                                     ddl_columns(EXCEPTIONS_DDL)["ops.exception_history"]),
             description=(
                 "The exception register over time (`ops.exception_history`): per rule and "
                 "evaluation, open, new and resolved exceptions and the open impact. "

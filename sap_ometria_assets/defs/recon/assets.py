@@ -10,12 +10,20 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from sap_ometria_assets.defs.ops.assets import PUSH_ERRORS, PUSH_KEYS, SYNC_EXCEPTIONS
+from sap_ometria_assets.defs.ometria.metadata import described_table
 from sap_ometria_assets.defs.resources import OmetriaResource, WarehouseResource
 from sap_ometria_assets.lib.config.secrets import scrub
 from sap_ometria_assets.lib.ometria.errors import OmetriaError
 from sap_ometria_assets.lib.quality.checks_config import get_checks_config, mapping_facts
 from sap_ometria_assets.lib.recon.build import create_recon_views
-from sap_ometria_assets.lib.recon.snapshot import read_back_records, snapshot_available, write_snapshot
+from sap_ometria_assets.lib.recon.columns import CUSTOMER_NET_REVENUE
+from sap_ometria_assets.lib.recon.snapshot import (
+    SNAPSHOT_DDL,
+    read_back_records,
+    snapshot_available,
+    write_snapshot,
+)
+from sap_ometria_assets.lib.warehouse.sql import ddl_columns
 from sap_ometria_assets.lib.recon.summaries import reason_counts, summarise_status_view
 
 SNAPSHOT = dg.AssetKey(["recon", "ometria_snapshot"])
@@ -32,6 +40,7 @@ def _now() -> datetime:
     group_name="recon",
     kinds={"ometria", "duckdb"},
     pool="duckdb",
+    metadata=described_table("recon.ometria_snapshot", ddl_columns(SNAPSHOT_DDL)["recon.ometria_snapshot"]),
 )
 def ometria_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                      ometria: OmetriaResource) -> dg.MaterializeResult:
@@ -84,6 +93,7 @@ def ometria_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     group_name="recon",
     kinds={"duckdb", "sql"},
     pool="duckdb",
+    metadata=described_table("recon.customer_net_revenue", CUSTOMER_NET_REVENUE),
 )
 def recon_views(warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Reconciliation tables for finance (DuckDB schema `recon`, queryable with the duckdb CLI),

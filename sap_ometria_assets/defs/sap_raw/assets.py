@@ -15,12 +15,22 @@ import json
 
 import dagster as dg
 
+from sap_ometria_assets.defs.ometria.metadata import table_schema
 from sap_ometria_assets.lib.automation.alerts import make_alert
 from sap_ometria_assets.lib.automation.spool import raise_alerts
 from sap_ometria_assets.lib.landing.land import land_table
 from sap_ometria_assets.lib.landing.results import LandResult, TableCounts
+from sap_ometria_assets.lib.landing.split import ROW_HASH
 from sap_ometria_assets.defs.resources import SapB1Resource
-from sap_ometria_assets.lib.sap.tables import SAP_TABLES, SapTable
+from sap_ometria_assets.lib.sap.descriptions import column_description, udf_descriptions
+from sap_ometria_assets.lib.sap.tables import (
+    DELETED_AT,
+    IS_CANCELLATION,
+    LANDED_AT,
+    SAP_TABLES,
+    SapTable,
+    contract_columns,
+)
 from sap_ometria_assets.lib.config.settings import get_settings
 from sap_ometria_assets.defs.resources import WarehouseResource
 
@@ -45,12 +55,29 @@ def _types_udfs(spec: SapTable) -> bool:
     )
 
 
+def _described(table: str, types: dict[str, str], udfs: dict[str, str] | None = None) -> dg.TableSchema:
+    return table_schema(table, types=types,
+                        descriptions={c: column_description(table, c, udfs) for c in types})
+
+
+def _declared_schema(spec: SapTable, table: str) -> dg.TableSchema:
+    """Before any landing: the contract columns and the columns the landing adds, described
+    (the other standard properties and the UDFs appear once the table is landed)."""
+    types = {**contract_columns(table), ROW_HASH: "VARCHAR", LANDED_AT: "TIMESTAMP WITH TIME ZONE"}
+    if spec.is_master_data:  # children too (lib/landing/merge.py: _metadata_columns)
+        types[DELETED_AT] = "TIMESTAMP WITH TIME ZONE"
+    if spec.is_document and table == spec.table:
+        types[IS_CANCELLATION] = "BOOLEAN"
+    return _described(table, types)
+
+
 def _column_schema(con, table: str) -> dg.TableSchema:
+    """Every landed column with its type and description (UDFs from sap_raw.cufd)."""
     rows = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? "
         "AND table_name = ? ORDER BY ordinal_position", [GROUP, table],
     ).fetchall()
-    return dg.TableSchema(columns=[dg.TableColumn(name=n, type=t) for n, t in rows])
+    return _described(table, dict(rows), udf_descriptions(con, table))
 
 
 def _metadata(con, result: LandResult, table: str) -> dict:
@@ -92,7 +119,9 @@ def build_sap_raw_asset(spec: SapTable) -> dg.AssetsDefinition:
             key=dg.AssetKey([GROUP, spec.table]), description=spec.description, group_name=GROUP,
             kinds={"sap", "duckdb"}, deps=deps,
             metadata={"sap_object": spec.sap_object, "entity_set": spec.entity_set,
-                      "key": ", ".join(spec.key), "read_mode": spec.read_mode},
+                      "key": ", ".join(spec.key), "read_mode": spec.read_mode,
+                      "dagster/column_schema": _declared_schema(spec, spec.table),
+                      "dagster/table_name": f"{GROUP}.{spec.table}"},
         )
     ]
     for child in spec.children:
@@ -102,7 +131,9 @@ def build_sap_raw_asset(spec: SapTable) -> dg.AssetsDefinition:
             metadata={"sap_object": child.table.upper(),
                       "entity_set": f"{spec.entity_set}.{child.collection}",
                       "key": ", ".join(child.key), "read_mode": spec.read_mode,
-                      "landed_with": f"{GROUP}.{spec.table}"},
+                      "landed_with": f"{GROUP}.{spec.table}",
+                      "dagster/column_schema": _declared_schema(spec, child.table),
+                      "dagster/table_name": f"{GROUP}.{child.table}"},
         ))
     tables = [spec.table, *(c.table for c in spec.children)]
 

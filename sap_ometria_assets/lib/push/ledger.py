@@ -44,63 +44,63 @@ PARENT_FEED: dict[str, str] = {"stock": "products"}
 
 DDL = """
 CREATE TABLE IF NOT EXISTS ometria_push.ledger (
-    feed            VARCHAR NOT NULL,
-    record_type     VARCHAR NOT NULL,
-    id              VARCHAR NOT NULL,
-    payload_hash    VARCHAR NOT NULL,
-    request_id      VARCHAR,
-    acknowledged_at TIMESTAMPTZ NOT NULL,
-    dry_run         BOOLEAN NOT NULL,
-    status          VARCHAR NOT NULL,
-    error           VARCHAR
+    feed            VARCHAR NOT NULL,  -- Ometria-ready table the record comes from: contacts, products, orders or stock
+    record_type     VARCHAR NOT NULL,  -- Ometria record type (contact, product, order)
+    id              VARCHAR NOT NULL,  -- Ometria id of the record (the SAP key, e.g. the CardCode for a contact)
+    payload_hash    VARCHAR NOT NULL,  -- Hash of the last payload sent and acknowledged: unchanged records are not sent again
+    request_id      VARCHAR,  -- Request that carried it (ometria_push.requests.request_id)
+    acknowledged_at TIMESTAMPTZ NOT NULL,  -- When Ometria acknowledged the request (UTC)
+    dry_run         BOOLEAN NOT NULL,  -- True when only written to the outbox (a real push still sends it)
+    status          VARCHAR NOT NULL,  -- accepted, pending (rejections reported, not yet which), unconfirmed (sent again), rejected (listed by /push/_errors) or dry_run
+    error           VARCHAR  -- Ometria's error message for a rejected record
 );
 CREATE TABLE IF NOT EXISTS ometria_push.requests (
-    request_id   VARCHAR NOT NULL,
-    feed         VARCHAR NOT NULL,
-    record_type  VARCHAR,
-    sent_at      TIMESTAMPTZ NOT NULL,
-    record_count INTEGER,
-    bytes        BIGINT,
-    http_status  INTEGER,
-    duration_ms  DOUBLE,
-    accepted     INTEGER,
-    rejected     INTEGER,
-    error        VARCHAR,
-    dry_run      BOOLEAN NOT NULL,
-    attempts     INTEGER,
-    run_id       VARCHAR,
-    outbox_path  VARCHAR
+    request_id   VARCHAR NOT NULL,  -- Id of the push request (or outbox line)
+    feed         VARCHAR NOT NULL,  -- Ometria-ready table pushed
+    record_type  VARCHAR,  -- Record type of the request (one type per request)
+    sent_at      TIMESTAMPTZ NOT NULL,  -- When the request was sent (UTC)
+    record_count INTEGER,  -- Records in the request (at most 100)
+    bytes        BIGINT,  -- Size of the request body in bytes
+    http_status  INTEGER,  -- HTTP status Ometria answered (NULL: no answer)
+    duration_ms  DOUBLE,  -- Time the request took, in milliseconds
+    accepted     INTEGER,  -- Records Ometria accepted
+    rejected     INTEGER,  -- Records Ometria rejected
+    error        VARCHAR,  -- Why the request failed, in words (secrets scrubbed)
+    dry_run      BOOLEAN NOT NULL,  -- True when written to the outbox instead of sent
+    attempts     INTEGER,  -- Attempts made (retries after 429 or 5xx included)
+    run_id       VARCHAR,  -- Dagster run that sent it
+    outbox_path  VARCHAR  -- Outbox file of a dry run
 );
 CREATE TABLE IF NOT EXISTS ometria_push.sent_records (
-    request_id   VARCHAR NOT NULL,
-    feed         VARCHAR NOT NULL,
-    record_type  VARCHAR NOT NULL,
-    id           VARCHAR NOT NULL,
-    payload_hash VARCHAR NOT NULL,
-    sent_at      TIMESTAMPTZ NOT NULL,
-    dry_run      BOOLEAN NOT NULL
+    request_id   VARCHAR NOT NULL,  -- Request the record version went in
+    feed         VARCHAR NOT NULL,  -- Ometria-ready table of the record
+    record_type  VARCHAR NOT NULL,  -- Ometria record type
+    id           VARCHAR NOT NULL,  -- Ometria id of the record
+    payload_hash VARCHAR NOT NULL,  -- Hash of the payload version sent
+    sent_at      TIMESTAMPTZ NOT NULL,  -- When it was sent (UTC)
+    dry_run      BOOLEAN NOT NULL  -- True when written to the outbox only
 );
 CREATE TABLE IF NOT EXISTS ometria_push.errors (
-    error_key     VARCHAR PRIMARY KEY,
-    fetched_at    TIMESTAMPTZ NOT NULL,
-    last_seen_at  TIMESTAMPTZ NOT NULL,
-    source        VARCHAR NOT NULL,
-    request_id    VARCHAR,
-    feed          VARCHAR,
-    record_type   VARCHAR,
-    record_id     VARCHAR,
-    payload_hash  VARCHAR,
-    error_message VARCHAR,
-    error_path    VARCHAR,
-    matched       BOOLEAN NOT NULL,
-    raw           VARCHAR
+    error_key     VARCHAR PRIMARY KEY,  -- Key of the error (deduplicates repeats of the same error)
+    fetched_at    TIMESTAMPTZ NOT NULL,  -- When the error was first read (UTC)
+    last_seen_at  TIMESTAMPTZ NOT NULL,  -- When it was last seen (UTC)
+    source        VARCHAR NOT NULL,  -- ometria (GET /push/_errors), client (refused before sending, e.g. no id) or http (refused with a 4xx)
+    request_id    VARCHAR,  -- Request the rejected record went in, when known
+    feed          VARCHAR,  -- Ometria-ready table of the record, when known
+    record_type   VARCHAR,  -- Ometria record type
+    record_id     VARCHAR,  -- Ometria id of the rejected record
+    payload_hash  VARCHAR,  -- Payload version Ometria rejected
+    error_message VARCHAR,  -- Ometria's message
+    error_path    VARCHAR,  -- Field of the payload the error is about
+    matched       BOOLEAN NOT NULL,  -- True when the error is tied to a record we sent
+    raw           VARCHAR  -- The error as Ometria returned it (JSON)
 );
 CREATE TABLE IF NOT EXISTS ometria_push.error_fetches (
-    fetched_at      TIMESTAMPTZ NOT NULL,
-    errors_returned INTEGER NOT NULL,
-    new_errors      INTEGER NOT NULL,
-    matched         INTEGER NOT NULL,
-    run_id          VARCHAR
+    fetched_at      TIMESTAMPTZ NOT NULL,  -- When /push/_errors was read (UTC)
+    errors_returned INTEGER NOT NULL,  -- Errors Ometria returned
+    new_errors      INTEGER NOT NULL,  -- Errors not seen before
+    matched         INTEGER NOT NULL,  -- Errors tied to a record we sent
+    run_id          VARCHAR  -- Dagster run that read them
 );
 """
 

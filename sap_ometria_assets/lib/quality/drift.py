@@ -33,10 +33,10 @@ from sap_ometria_assets.lib.warehouse.sql import table_exists, transaction
 
 PAYLOAD_VERSIONS_DDL = """
 CREATE TABLE IF NOT EXISTS recon.payload_versions (
-    feed VARCHAR NOT NULL,
-    id VARCHAR NOT NULL,
-    payload_hash VARCHAR NOT NULL,
-    first_seen TIMESTAMPTZ NOT NULL
+    feed VARCHAR NOT NULL,  -- Ometria-ready table of the record
+    id VARCHAR NOT NULL,  -- Ometria id of the record
+    payload_hash VARCHAR NOT NULL,  -- Hash of the record's current payload
+    first_seen TIMESTAMPTZ NOT NULL  -- When this payload version first appeared (UTC): drives recon.stale_records
 )"""
 
 

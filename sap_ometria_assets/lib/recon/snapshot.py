@@ -20,20 +20,20 @@ from sap_ometria_assets.lib.warehouse.sql import has_column, table_exists, trans
 
 SNAPSHOT_DDL = """
 CREATE TABLE IF NOT EXISTS recon.ometria_snapshot (
-    record_type VARCHAR NOT NULL,
-    id VARCHAR NOT NULL,
-    payload VARCHAR,
-    fetched_at TIMESTAMPTZ NOT NULL
+    record_type VARCHAR NOT NULL,  -- contact, order or product
+    id VARCHAR NOT NULL,  -- Ometria id of the record
+    payload VARCHAR,  -- The record as Ometria returned it (JSON)
+    fetched_at TIMESTAMPTZ NOT NULL  -- When it was read back (UTC)
 );
 CREATE TABLE IF NOT EXISTS recon.snapshot_runs (
-    fetched_at TIMESTAMPTZ NOT NULL,
-    available BOOLEAN NOT NULL,
-    note VARCHAR,
-    contacts BIGINT,
-    orders BIGINT,
-    products BIGINT
+    fetched_at TIMESTAMPTZ NOT NULL,  -- When the read-back ran (UTC)
+    available BOOLEAN NOT NULL,  -- True when Ometria was read back whole and is compared
+    note VARCHAR,  -- Why the read-back was unavailable
+    contacts BIGINT,  -- Contacts read back
+    orders BIGINT,  -- Orders read back
+    products BIGINT  -- Products read back
 );
-ALTER TABLE recon.snapshot_runs ADD COLUMN IF NOT EXISTS outcome VARCHAR;
+ALTER TABLE recon.snapshot_runs ADD COLUMN IF NOT EXISTS outcome VARCHAR;  -- read, dry_run (nothing sent, nothing read) or unavailable (see note)
 """
 # recon.snapshot_runs.outcome: 'read' (Ometria read back whole), 'dry_run' (nothing sent,
 # nothing read: by design), 'unavailable' (the read-back failed: an outage, a 404, an API not

@@ -48,27 +48,27 @@ ROOT_KEY_SQL = """CASE WHEN entity IN ('order_line', 'credit_memo_line', 'stock'
 
 EXCEPTIONS_DDL = """
 CREATE TABLE IF NOT EXISTS ops.sync_exceptions (
-    rule VARCHAR NOT NULL,
-    entity VARCHAR NOT NULL,
-    record_key VARCHAR NOT NULL,
-    severity VARCHAR NOT NULL,
-    owner VARCHAR NOT NULL,
-    detail VARCHAR,
-    impact DECIMAL(19,2) NOT NULL,
-    currency VARCHAR NOT NULL,
-    first_seen TIMESTAMPTZ NOT NULL,
-    last_seen TIMESTAMPTZ NOT NULL,
-    resolved_at TIMESTAMPTZ,
-    fix_hint VARCHAR
+    rule VARCHAR NOT NULL,  -- Rule id: what is wrong (RULES in lib/sync_exceptions/catalogue.py, explained in docs/operations.md)
+    entity VARCHAR NOT NULL,  -- Kind of SAP record: contact, order, order_line, credit_memo, credit_memo_line, product, stock
+    record_key VARCHAR NOT NULL,  -- SAP key of the record: CardCode, DocEntry, DocEntry/LineNum, ItemCode, ItemCode/WarehouseCode
+    severity VARCHAR NOT NULL,  -- WARN or ERROR
+    owner VARCHAR NOT NULL,  -- Who fixes it: marketing, finance or ops
+    detail VARCHAR,  -- What is wrong with this record, in words
+    impact DECIMAL(19,2) NOT NULL,  -- Money at stake, in currency (what it means is in the rule's description)
+    currency VARCHAR NOT NULL,  -- Currency of impact (the company currency)
+    first_seen TIMESTAMPTZ NOT NULL,  -- First evaluation that flagged it (UTC)
+    last_seen TIMESTAMPTZ NOT NULL,  -- Latest evaluation that flagged it (UTC)
+    resolved_at TIMESTAMPTZ,  -- When it stopped firing (empty: still open)
+    fix_hint VARCHAR  -- How to fix it, in words
 );
 CREATE TABLE IF NOT EXISTS ops.exception_history (
-    run_at TIMESTAMPTZ NOT NULL,
-    rule VARCHAR NOT NULL,
-    open_count BIGINT NOT NULL,
-    new_count BIGINT NOT NULL,
-    resolved_count BIGINT NOT NULL,
-    impact DECIMAL(19,2) NOT NULL,
-    population BIGINT
+    run_at TIMESTAMPTZ NOT NULL,  -- When the rules were evaluated (UTC)
+    rule VARCHAR NOT NULL,  -- Rule id
+    open_count BIGINT NOT NULL,  -- Open exceptions of the rule after this evaluation
+    new_count BIGINT NOT NULL,  -- Exceptions that appeared in this evaluation
+    resolved_count BIGINT NOT NULL,  -- Exceptions resolved in this evaluation
+    impact DECIMAL(19,2) NOT NULL,  -- Money at stake of the open exceptions, in the company currency
+    population BIGINT  -- Records the rule looks at: open_count / population is the exception rate
 );
 """
 

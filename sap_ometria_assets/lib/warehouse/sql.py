@@ -1,4 +1,5 @@
-"""SQL building blocks every step shares: quoting, catalogue look-ups, one transaction helper.
+"""SQL building blocks every step shares: quoting, catalogue look-ups, one transaction helper,
+and reading the column descriptions our own DDL carries as `-- comments` (`ddl_columns`).
 
 SAP property names and values come from outside and may hold anything (quotes included), so
 identifiers and literals are always quoted through `q` and `lit`. The catalogue helpers read
@@ -8,6 +9,7 @@ duckdb 2.x.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -71,3 +73,26 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+\.\w+)|ALTER TABLE (\w+\.\w+) ADD COLUMN")
+_COLUMN = re.compile(
+    r"^\s*(?:ALTER TABLE \w+\.\w+ ADD COLUMN IF NOT EXISTS\s+)?(\w+)\s+"
+    r"([A-Z]+(?:\([0-9, ]+\))?(?:\[\])?)[^-]*--\s*(.+?)\s*$"
+)
+
+
+def ddl_columns(ddl: str) -> dict[str, dict[str, tuple[str, str]]]:
+    """`schema.table` -> column -> (type, description) from DDL whose column lines end with
+    `-- description`: the one place a table's columns are described (catalog and docs read it)."""
+    tables: dict[str, dict[str, tuple[str, str]]] = {}
+    current: str | None = None
+    for line in ddl.splitlines():
+        head = _TABLE.search(line)
+        if head:
+            current = head.group(1) or head.group(2)
+            tables.setdefault(current, {})
+        col = _COLUMN.match(line)
+        if current and col and col.group(1).upper() not in {"CREATE", "ALTER"}:
+            tables[current][col.group(1)] = (col.group(2), col.group(3))
+    return tables
