@@ -39,7 +39,7 @@ def test_default_mapping_holds_the_documented_choices():
     assert m.orders.status.cancelled.is_valid is False
     assert m.orders.status.open_partly_delivered.status == "shipped"
     assert m.products.url.template == "https://www.example.co.uk/p/{ItemCode}"
-    assert m.products.image_url.template and m.products.image_url.udf is None  # no image UDF in the demo
+    assert (m.products.image_url.udf, m.products.image_url.base_url) == ("U_ImagePath", "https://www.example.co.uk/media/")
     assert m.stock.warehouses["WHS-WHOLESALE"].rule == "exclude"
     assert m.products.price_list == 1
     assert m.contacts.marketing_optin.send_timestamps is False

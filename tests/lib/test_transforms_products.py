@@ -46,13 +46,13 @@ def row(df: pl.DataFrame, key: str) -> dict:
 
 def test_an_item_becomes_the_expected_product(mapping):
     out = products(mapping, [item("TS-001", U_Brand="Acme & Co", U_Colour="Navy Blue", U_Season=None,
-                                  U_WebTitle="Organic T-shirt")],
+                                  U_WebTitle="Organic T-shirt", U_ImagePath="catalog/product/ts-001.jpg")],
                    [price("TS-001", "19.99"), price("TS-001", "9.50", price_list=2)])
     expected = {
         "@type": "product", "id": "TS-001", "sku": "TS-001", "title": "Organic T-shirt", "price": 19.99,
         "currency": "GBP", "is_active": True,
         "url": "https://www.example.co.uk/p/TS-001",
-        "image_url": "https://www.example.co.uk/media/catalog/product/TS-001.jpg",
+        "image_url": "https://www.example.co.uk/media/catalog/product/ts-001.jpg",
         "attributes": [{"type": "brand", "id": "acme-co", "label": "Acme & Co"},
                        {"type": "colour", "id": "navy-blue", "label": "Navy Blue"}],
         "listings": [{"store": "www.example.co.uk", "title": "Organic T-shirt", "price": 19.99, "currency": "GBP",
