@@ -15,11 +15,11 @@ import string
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sap_ometria_assets.lib.ometria.models import HTTP_URL, MAX_URL_LENGTH
+from sap_ometria_assets.lib.ometria.models import HTTP_SITE, HTTP_URL, MAX_URL_LENGTH
 
 ITEM_FIELD = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # The literal start of a template must name the site: scheme and host, before any placeholder.
-_SITE = re.compile(r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?[/?#]")
+_SITE = re.compile(rf"^{HTTP_SITE}[/?#]")
 
 
 def template_parts(template: str) -> list[tuple[str, str | None]]:

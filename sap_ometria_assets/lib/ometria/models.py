@@ -62,7 +62,8 @@ Text = Annotated[str, StringConstraints(min_length=1)]
 # path, query or fragment without spaces or characters that must be percent-encoded). Ometria
 # documents no length limit for them (reference: "Max field lengths ... not found"); 2048 is ours,
 # what browsers and email clients reliably take.
-HTTP_URL = r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:[/?#][^\s\"<>\\^`{|}]*)?$"
+HTTP_SITE = r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?"
+HTTP_URL = rf"^{HTTP_SITE}(?:[/?#][^\s\"<>\\^`{{|}}]*)?$"
 MAX_URL_LENGTH = 2048
 Url = Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH, pattern=HTTP_URL)]
 PropertyValue = str | int | float | bool | None
