@@ -23,6 +23,7 @@ from sap_ometria_assets.lib.ometria.links import ProductLink
 from sap_ometria_assets.lib.ometria.models import ISO_4217_CODES
 from sap_ometria_assets.lib.config.errors import validation_problems
 from sap_ometria_assets.lib.config.safe_yaml import YamlLimitError, describe_error, load_yaml_file
+from sap_ometria_assets.lib.config.settings import get_settings
 
 
 class MappingError(ValueError):
@@ -313,8 +314,6 @@ def parse_mapping(data: Any, source: str = "<mapping>") -> Mapping:
 def load_mapping(path: str | Path | None = None) -> Mapping:
     """Load and validate the mapping YAML (default: `settings.mapping_path`)."""
     if path is None:
-        from sap_ometria_assets.lib.config.settings import get_settings
-
         path = get_settings().mapping_path
     path = Path(path)
     try:
