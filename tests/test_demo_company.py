@@ -289,3 +289,19 @@ def test_a_held_back_record_stays_listed_when_an_unrelated_rule_also_fires(demo,
         con.close()
     assert "credit_memo_unlinked" in rules
     assert "held_back_other" in rules
+
+
+def test_products_carry_a_link_and_an_image_and_the_ones_without_a_photo_are_counted(demo):
+    products = _query(demo["warehouse"], "SELECT id, url, image_url, is_active, payload FROM ometria.products "
+                                         "WHERE held_back_reason IS NULL")
+    assert products["url"].null_count() == 0
+    assert products["url"].str.starts_with("https://www.example.co.uk/p/").all()
+    with_image = products.filter(pl.col("image_url").is_not_null())
+    assert with_image.height > products.height / 2
+    assert with_image["image_url"].str.starts_with("https://www.example.co.uk/media/catalog/product/").all()
+    assert with_image["payload"].str.contains('"image_url":"https://').all()
+    oitm = demo["company"].tables["OITM"]
+    no_photo = set(oitm.filter(pl.col("U_ImagePath").is_null())["ItemCode"].to_list())
+    active = set(products.filter(pl.col("is_active"))["id"].to_list())
+    flagged = _keys(_open(demo), "product_missing_image", "product")
+    assert flagged and flagged == no_photo & active  # the gift cards, which have no photo

@@ -57,7 +57,7 @@ def test_sizes_follow_the_scale(company):
     assert s["Warehouses"] == 4 and s["ItemWarehouseInfoCollection"] == 4 * s["Items"]
     assert 0 < s["DeliveryNotes"] < s["Orders"] and 0 < s["Invoices"] <= s["Orders"]
     assert s["CreditNotes"] >= 0.05 * s["Orders"]
-    assert s["BusinessPartnerGroups"] == 5 and s["UserFieldsMD"] == 17
+    assert s["BusinessPartnerGroups"] == 5 and s["UserFieldsMD"] == 18
 
 
 def _contract_frames(company: Company):

@@ -36,6 +36,7 @@ FACTS = MappingFacts(
     warehouse_feeds={"01": True, "WHS-WHOLESALE": False},
     warehouse_default_feeds=False,
     credit_memo_mode="negative_order",
+    sends_image_url=True,
 )
 CONFIG = ChecksConfig()
 
@@ -101,7 +102,8 @@ def order(oid: str, card: str, ts: str, currency: str, grand_total: float, statu
 
 def product(item: str, title: str, price: float) -> dict:
     return {"@type": "product", "id": item, "sku": item, "title": title, "price": price,
-            "currency": "GBP", "is_active": True, "@merge": True}
+            "currency": "GBP", "is_active": True, "image_url": f"https://cdn.example.com/{item}.jpg",
+            "@merge": True}
 
 
 def stock(item: str, in_stock: bool) -> dict:

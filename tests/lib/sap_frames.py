@@ -27,7 +27,8 @@ UDFS: dict[str, dict[str, pl.DataType]] = {
     "odln": {"U_SalesChannel": pl.String, "U_PromoCode": pl.String},
     "oinv": {"U_SalesChannel": pl.String, "U_PromoCode": pl.String},
     "orin": {"U_SalesChannel": pl.String, "U_PromoCode": pl.String},
-    "oitm": {"U_Brand": pl.String, "U_Colour": pl.String, "U_Season": pl.String, "U_WebTitle": pl.String},
+    "oitm": {"U_Brand": pl.String, "U_Colour": pl.String, "U_Season": pl.String, "U_WebTitle": pl.String,
+             "U_ImagePath": pl.String},
 }
 
 # Standard properties beyond the contract that the landing also stores (as the demo company has).
@@ -90,6 +91,7 @@ def cufd() -> pl.DataFrame:
         ("OITM", "Colour", "db_Alpha", None),
         ("OITM", "Season", "db_Alpha", None),
         ("OITM", "WebTitle", "db_Memo", None),
+        ("OITM", "ImagePath", "db_Alpha", None),
     ]
     return frame("cufd", [
         {"TableName": t, "FieldID": i, "Name": n, "Type": ty, "ValidValuesMD": vv, "Size": 50}

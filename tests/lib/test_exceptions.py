@@ -104,6 +104,9 @@ FIRES = [
      sql("DELETE FROM sap_raw.itm1 WHERE ItemCode = 'SKU2' AND PriceList = 1",
          "UPDATE sap_raw.oitm SET ItemName = NULL WHERE ItemCode = 'SKU1'"),
      {("product", "SKU1"), ("product", "SKU2")}),
+    ("product_missing_image",
+     lambda con: set_payload(con, "products", "SKU1", {**product("SKU1", "Blue Shirt", 20.0), "image_url": None}),
+     {("product", "SKU1")}),
     ("currency_unmapped",
      sql("UPDATE sap_raw.ordr SET DocCurrency = 'SFR' WHERE DocEntry = 2"),
      {("order", "2")}),
@@ -165,6 +168,12 @@ QUIET = [
     ("product_missing_price_or_title",
      sql("DELETE FROM sap_raw.itm1 WHERE ItemCode = 'SKU2' AND PriceList = 1",
          "UPDATE sap_raw.oitm SET SalesItem = 'tNO' WHERE ItemCode = 'SKU2'")),
+    ("product_missing_image",  # inactive, or held back: not shown in Ometria's emails anyway
+     lambda con: (set_payload(con, "products", "SKU1", {**product("SKU1", "Blue Shirt", 20.0),
+                                                        "image_url": None, "is_active": False}),
+                  set_payload(con, "products", "SKU2", {**product("SKU2", "Red Scarf", 10.0), "image_url": None}),
+                  con.execute("UPDATE ometria.products SET held_back_reason = 'unmapped_currency:SFR' "
+                              "WHERE id = 'SKU2'"))),
     ("currency_unmapped",
      sql("UPDATE sap_raw.ordr SET DocCurrency = 'US$' WHERE DocEntry = 2",  # in the map
          "UPDATE sap_raw.orin SET DocCurrency = 'CHF'")),  # ISO code, passes through
@@ -226,6 +235,20 @@ def test_rule_quiet_on_near_miss(con, rule, mutate):
     result = run(con, rules=_alone(rule))
     assert result.outcomes[rule].status == "evaluated"
     assert open_keys(con, rule) == set()
+
+
+def test_missing_images_are_counted_and_left_alone_when_the_mapping_sends_none(con):
+    for sku in ("SKU1", "SKU2"):
+        set_payload(con, "products", sku, {**product(sku, "Shirt", 20.0), "image_url": None})
+    run(con, rules=_alone("product_missing_image"))
+    details = [d for (d,) in con.execute("SELECT detail FROM ops.sync_exceptions "
+                                         "WHERE rule = 'product_missing_image' ORDER BY record_key").fetchall()]
+    assert details == [f"Product {s} (Shirt) is sent without image_url: one of 2 active products without an image"
+                       for s in ("SKU1", "SKU2")]
+    # the web platform's feed owns images when the mapping sends none: nothing to flag, and it resolves
+    run(con, now=T0 + timedelta(hours=1), facts=FACTS.model_copy(update={"sends_image_url": False}),
+        rules=_alone("product_missing_image"))
+    assert open_keys(con, "product_missing_image") == set()
 
 
 def test_every_rule_has_both_cases():

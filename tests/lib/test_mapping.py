@@ -38,6 +38,8 @@ def test_default_mapping_holds_the_documented_choices():
     assert m.orders.id_template == "SO-{DocEntry}" and m.credit_memos.id_template == "CN-{DocEntry}"
     assert m.orders.status.cancelled.is_valid is False
     assert m.orders.status.open_partly_delivered.status == "shipped"
+    assert m.products.url.template == "https://www.example.co.uk/p/{ItemCode}"
+    assert (m.products.image_url.udf, m.products.image_url.base_url) == ("U_ImagePath", "https://www.example.co.uk/media/")
     assert m.stock.warehouses["WHS-WHOLESALE"].rule == "exclude"
     assert m.products.price_list == 1
     assert m.contacts.marketing_optin.send_timestamps is False
@@ -86,6 +88,43 @@ def test_invalid_values_are_reported_with_file_key_and_value(tmp_path, change, k
     assert str(path) in message
     assert key in message
     assert value in message
+
+
+@pytest.mark.parametrize(
+    ("key", "link", "says"),
+    [
+        ("products.url.template", {"template": "shop.example.com/p/{ItemCode}"}, "http:// or https://"),
+        ("products.url.template", {"template": "https://shop.example.com/p/static"}, "placeholder"),
+        ("products.url.template", {"template": "{U_Url}"}, "host name"),
+        ("products.url.template", {"template": "https://shop.example.com/p/{ItemCode!r}"}, "plain item field"),
+        ("products.url.template", {"template": "https://shop.example.com/p/{ItemCode"}, "not a valid template"),
+        ("products.image_url.template", {"template": "https://cdn.example.com/my images/{ItemCode}.jpg"},
+         "percent-encoded"),
+        ("products.image_url.base_url", {"udf": "U_Imagen1", "base_url": "images/"}, "absolute http(s) URL"),
+        ("products.image_url", {"base_url": "https://cdn.example.com/"}, "`template`, a `udf`"),
+        ("products.image_url", {"template": "https://cdn.example.com/{ItemCode}.jpg",
+                                "base_url": "https://cdn.example.com/"}, "needs a `udf`"),
+    ],
+)
+def test_a_bad_product_link_is_refused_at_start_naming_the_key(tmp_path, key, link, says):
+    doc = _default_doc()
+    doc["products"][key.split(".")[1]] = link
+    path = _write(tmp_path, doc)
+    with pytest.raises(MappingError) as err:
+        load_mapping(path)
+    message = str(err.value)
+    assert str(path) in message and f"{key}:" in message and says in message
+
+
+def test_product_link_udfs_are_checked_against_sap():
+    doc = _default_doc()
+    doc["products"]["image_url"] = {"udf": "U_Imagen1"}
+    doc["products"]["url"] = {"template": "https://shop.example.com/{U_WebSlug}/{ItemCode}"}
+    with pytest.raises(MappingError) as err:
+        validate_against_cufd(parse_mapping(doc, source="mine.yaml"), cufd())
+    message = str(err.value)
+    assert "products.image_url.udf: 'U_Imagen1'" in message
+    assert "products.url.template: 'U_WebSlug'" in message
 
 
 def test_credit_memo_and_order_ids_must_differ():

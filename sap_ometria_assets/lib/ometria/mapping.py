@@ -19,6 +19,7 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sap_ometria_assets.lib.ometria.links import ProductLink
 from sap_ometria_assets.lib.ometria.models import ISO_4217_CODES
 from sap_ometria_assets.lib.config.errors import validation_problems
 from sap_ometria_assets.lib.config.safe_yaml import YamlLimitError, describe_error, load_yaml_file
@@ -246,6 +247,8 @@ class Products(_Strict):
     price_list: int = 1
     title_udf: UdfName | None = None
     attributes: list[AttributeMapping] = Field(default_factory=list)
+    url: ProductLink | None = None
+    image_url: ProductLink | None = None
 
 
 class WarehouseRule(_Strict):
@@ -352,6 +355,13 @@ def mapped_udfs(mapping: Mapping) -> list[tuple[str, str, str, UdfMapping | None
         out.append(("products.title_udf", "OITM", mapping.products.title_udf, None))
     for i, a in enumerate(mapping.products.attributes):
         out.append((f"products.attributes.{i}.sap_field", "OITM", a.sap_field, None))
+    for key in ("url", "image_url"):
+        link = getattr(mapping.products, key)
+        if link and link.udf:
+            out.append((f"products.{key}.udf", "OITM", link.udf, None))
+        for f in (link.fields if link else []):
+            if f.startswith("U_") and f != link.udf:
+                out.append((f"products.{key}.template", "OITM", f, None))
     return out
 
 

@@ -58,6 +58,14 @@ Currency = Literal[tuple(sorted(ISO_4217_CODES))]  # type: ignore[valid-type]
 Email = Annotated[str, StringConstraints(max_length=254, pattern=EMAIL)]
 Amount = Annotated[float, Field(allow_inf_nan=False)]
 Text = Annotated[str, StringConstraints(min_length=1)]
+# Product `url` / `image_url`: an absolute http(s) URL (scheme, host name, optional port, then a
+# path, query or fragment without spaces or characters that must be percent-encoded). Ometria
+# documents no length limit for them (reference: "Max field lengths ... not found"); 2048 is ours,
+# what browsers and email clients reliably take.
+HTTP_SITE = r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?"
+HTTP_URL = rf"^{HTTP_SITE}(?:[/?#][^\s\"<>\\^`{{|}}]*)?$"
+MAX_URL_LENGTH = 2048
+Url = Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH, pattern=HTTP_URL)]
 PropertyValue = str | int | float | bool | None
 
 
@@ -156,6 +164,8 @@ class ProductRecord(_Record):
     price: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     currency: Currency | None = None
     is_active: bool
+    url: Url | None = None
+    image_url: Url | None = None
     attributes: list[ProductAttribute] | None = None
     listings: list[ProductListing] | None = None
     merge: Literal[True] = Field(alias="@merge")

@@ -268,6 +268,8 @@ class MappingFacts(_Strict):
     order_id_template: str = "SO-{DocEntry}"
     cancelled_status: str = "cancelled"
     credit_memo_id_template: str = "CN-{DocEntry}"
+    # products.image_url is configured: this sync sends images (else the web platform's feed does)
+    sends_image_url: bool = False
     source: str = "mapping defaults"
 
     def is_currency_mapped(self, code: str) -> bool:
@@ -312,5 +314,6 @@ def facts_from_mapping(mapping) -> MappingFacts:
         order_id_template=mapping.orders.id_template,
         cancelled_status=mapping.orders.status.cancelled.status,
         credit_memo_id_template=mapping.credit_memos.id_template,
+        sends_image_url=mapping.products.image_url is not None,
         source=mapping.source or "mapping",
     )

@@ -14,6 +14,7 @@ RULE_IDS = (
     "order_unknown_customer",
     "line_unknown_item",
     "product_missing_price_or_title",
+    "product_missing_image",
     "currency_unmapped",
     "document_date_implausible",
     "order_total_mismatch",

@@ -1,7 +1,8 @@
 """Sync-exception rules on items and stock (SAP items -> Ometria products, warehouse stock).
 
-Sellable items without a name or a price in the price list Ometria gets, and negative available
-stock in a warehouse that feeds Ometria.
+Sellable items without a name or a price in the price list Ometria gets, active products sent
+without an image (when the mapping sends images), and negative available stock in a warehouse
+that feeds Ometria.
 """
 
 from __future__ import annotations
@@ -41,6 +42,25 @@ def _product_missing_price_or_title(ctx: RuleContext) -> str:
           AND (nullif(trim(i."ItemName"), '') IS NULL OR p.price IS NULL OR p.price <= 0)"""
 
 
+def _product_missing_image(ctx: RuleContext) -> str:
+    if not ctx.facts.sends_image_url:
+        # products.image_url not in the mapping: the web platform's own feed owns the image and
+        # this sync cannot see it, so nothing is flagged (and earlier findings resolve)
+        return "SELECT NULL::VARCHAR AS record_key, NULL::VARCHAR AS detail WHERE false"
+    return """
+        WITH p AS (
+            SELECT id, json_extract_string(payload, '$.title') AS title FROM om_products
+            WHERE held_back_reason IS NULL
+              AND coalesce(TRY_CAST(json_extract(payload, '$.is_active') AS BOOLEAN), false)
+              AND nullif(json_extract_string(payload, '$.image_url'), '') IS NULL
+        )
+        SELECT id AS record_key,
+               'Product ' || id || coalesce(' (' || title || ')', '') ||
+               ' is sent without image_url: one of ' || count(*) OVER () ||
+               ' active products without an image' AS detail
+        FROM p"""
+
+
 def _stock_negative_available(ctx: RuleContext) -> str:
     pl = int(ctx.facts.price_list)
     return f"""
@@ -70,6 +90,19 @@ PRODUCT_RULES: tuple[Rule, ...] = (
         fix_hint="Give the item a name and a price in the Retail price list in SAP (Item Master "
         "Data), or mark it as not a sales item if it should not be sold.",
         sql=_product_missing_price_or_title, requires=("sap_raw.oitm",), population_sql=POP_ITEMS,
+    ),
+    Rule(
+        id="product_missing_image", entity="product", severity="WARN", owner="marketing",
+        title="Product without an image",
+        description="An active product is sent to Ometria without an image_url: the item's image "
+        "field (products.image_url in the mapping) is empty or not an absolute http(s) URL. "
+        "Ometria shows it in emails and recommendations without a picture. The number of open "
+        "exceptions is how many active products lack an image.",
+        fix_hint="Fill the item's image field in SAP (Item Master Data, the UDF named in "
+        "products.image_url) with the image's address or path; the run's warnings on "
+        "ometria.products say which values were not URLs.",
+        sql=_product_missing_image, requires=("ometria.products",),
+        population_sql="SELECT count(*) FROM om_products WHERE held_back_reason IS NULL",
     ),
     Rule(
         id="stock_negative_available", entity="stock", severity="WARN", owner="ops",

@@ -9,15 +9,20 @@
   Valid date range (not landed) could make a tYES item inactive.
 - attributes from mapped item UDFs, always all of them (Ometria replaces attributes on update).
 - no is_in_stock: the stock feed (`ometria.stock`) owns that flag.
-- no url/image_url: SAP does not hold them; the web platform's own feed does, and `@merge`
-  keeps them.
+- url and image_url from the mapping (`products.url` / `products.image_url`, see
+  lib/ometria/links.py): a template on item fields, a UDF (relative paths completed with its
+  base_url) or both (the UDF when set). A value that is not an absolute http(s) URL is left out
+  for that item with a warning; the product is still sent. Not configured: not sent, and
+  `@merge` keeps what the web platform's own feed set.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
+from sap_ometria_assets.lib.ometria.links import ProductLink, template_parts
 from sap_ometria_assets.lib.ometria.mapping import Mapping
+from sap_ometria_assets.lib.ometria.models import HTTP_URL, MAX_URL_LENGTH
 from sap_ometria_assets.lib.transforms.frames import dedupe_latest, require_columns, with_optional
 from sap_ometria_assets.lib.transforms.payloads import COMMON_DESCRIPTIONS, finalize
 from sap_ometria_assets.lib.transforms.values import (
@@ -47,6 +52,10 @@ BUSINESS_COLUMNS: dict[str, str] = {
     "is_sales_item": "SAP SalesItem flag.",
     "is_frozen": "SAP Frozen flag (inactive in SAP).",
     "is_deleted": "True when the item was deleted in SAP (missing from the last key scan).",
+    "url": "Product page URL sent to Ometria (products.url in the mapping; NULL when not "
+    "configured or the item's value is not an absolute http(s) URL).",
+    "image_url": "Product image URL sent to Ometria (products.image_url in the mapping; NULL when "
+    "not configured, empty, or not an absolute http(s) URL).",
     "attributes": "Attributes sent to Ometria ({type, id, label}) from the mapped item UDFs.",
 }
 
@@ -58,7 +67,8 @@ def build_products(oitm: pl.DataFrame, itm1: pl.DataFrame | None, mapping: Mappi
     cfg = mapping.products
     require_columns(oitm, "oitm", REQUIRED)
     udfs = [a.sap_field for a in cfg.attributes] + ([cfg.title_udf] if cfg.title_udf else [])
-    require_columns(oitm, "oitm", udfs)
+    links = {key: link for key in ("url", "image_url") if (link := getattr(cfg, key)) is not None}
+    require_columns(oitm, "oitm", udfs + [f for link in links.values() for f in link.fields])
     df = with_optional(oitm, {"_deleted_at": pl.Datetime("us", "UTC")})
     df, dup = dedupe_latest(df, ["ItemCode"])
     df = df.with_columns(text("ItemCode").alias("_id"))
@@ -79,6 +89,9 @@ def build_products(oitm: pl.DataFrame, itm1: pl.DataFrame | None, mapping: Mappi
         attrs.append(pl.when(label.is_not_null()).then(
             pl.struct(pl.lit(a.type).alias("type"), slug(label).alias("id"), label.alias("label"))
         ))
+    link_values = {key: _link_candidate(link) for key, link in links.items()}
+    link_ok = {key: _is_url(v) for key, v in link_values.items()}
+
     attributes = pl.concat_list(attrs).list.drop_nulls() if attrs else pl.lit(None, pl.List(pl.Struct(
         {"type": pl.String, "id": pl.String, "label": pl.String})))
 
@@ -89,6 +102,8 @@ def build_products(oitm: pl.DataFrame, itm1: pl.DataFrame | None, mapping: Mappi
         iso.alias("currency"),
         is_active.alias("is_active"),
         attributes.alias("attributes"),
+        *[pl.when(link_ok[k]).then(v).alias(k) for k, v in link_values.items()],
+        *[pl.lit(None, pl.String).alias(k) for k in ("url", "image_url") if k not in links],
         pl.when(has_price & iso.is_not_null()).then(pl.col("_price_c")).alias("_sent_price_c"),
     )
     listing = pl.struct(
@@ -106,6 +121,8 @@ def build_products(oitm: pl.DataFrame, itm1: pl.DataFrame | None, mapping: Mappi
         money(pl.col("_sent_price_c")).alias("price"),
         pl.when(pl.col("_sent_price_c").is_not_null()).then(pl.col("currency")).alias("currency"),
         pl.col("is_active"),
+        pl.col("url"),
+        pl.col("image_url"),
         pl.col("attributes"),
         pl.concat_list(listing).alias("listings"),
         pl.lit(True).alias("@merge"),
@@ -121,6 +138,9 @@ def build_products(oitm: pl.DataFrame, itm1: pl.DataFrame | None, mapping: Mappi
             pl.lit(f"no price in price list {cfg.price_list}")
         ),
         pl.when(title.is_null()).then(pl.lit("no title (ItemName and web title empty)")),
+        *[pl.when(v.is_not_null() & ~link_ok[k]).then(
+            pl.lit(f"{k} left out: not an absolute http(s) URL: ") + v.str.slice(0, 120))
+          for k, v in link_values.items()],
     ]
     df = df.with_columns(
         pl.lit("product").alias("record_type"),
@@ -139,6 +159,42 @@ def build_products(oitm: pl.DataFrame, itm1: pl.DataFrame | None, mapping: Mappi
         pl.col("_bad_price").fill_null(False),
     )
     return finalize(df, df.select(payload), "products", list(BUSINESS_COLUMNS))
+
+
+# Characters of an item field that would change a URL's meaning or are not allowed in one,
+# percent-encoded when a template inserts the field ('%' first, so nothing is encoded twice).
+_ENCODED = (("%", "%25"), (" ", "%20"), ("/", "%2F"), ("?", "%3F"), ("#", "%23"), ("&", "%26"),
+            ("+", "%2B"), ('"', "%22"), ("<", "%3C"), (">", "%3E"), ("\\", "%5C"), ("^", "%5E"),
+            ("`", "%60"), ("{", "%7B"), ("|", "%7C"), ("}", "%7D"))
+
+
+def _encoded(field: str) -> pl.Expr:
+    e = text(field)
+    for char, code in _ENCODED:
+        e = e.str.replace_all(char, code, literal=True)
+    return e
+
+
+def _link_candidate(link: ProductLink) -> pl.Expr:
+    """The link before validation: the UDF when set (relative paths after base_url), else the
+    template filled in (null when a field it needs is empty)."""
+    candidates = []
+    if link.udf:
+        v = text(link.udf).str.replace_all(" ", "%20", literal=True)
+        if link.base_url:
+            joined = pl.lit(link.base_url.rstrip("/") + "/") + v.str.strip_chars_start("/")
+            v = pl.when(v.str.contains(r"^(?i)https?://")).then(v).otherwise(joined)
+        candidates.append(v)
+    if link.template:
+        pieces = [e for literal, f in template_parts(link.template)
+                  for e in ([pl.lit(literal)] if literal else []) + ([_encoded(f)] if f else [])]
+        candidates.append(pl.concat_str(pieces))
+    return pl.coalesce(candidates) if len(candidates) > 1 else candidates[0]
+
+
+def _is_url(value: pl.Expr) -> pl.Expr:
+    """Vectorised: an absolute http(s) URL Ometria's product model accepts (lib/ometria/models)."""
+    return (value.str.contains(HTTP_URL) & (value.str.len_chars() <= MAX_URL_LENGTH)).fill_null(False)
 
 
 def _prices(itm1: pl.DataFrame | None, price_list: int) -> pl.DataFrame:

@@ -213,6 +213,9 @@ def _make_items(rng: np.random.Generator, seqs: np.ndarray, create_s: np.ndarray
     ).with_columns(
         U_WebTitle=pl.concat_str(pl.col("U_Brand"), pl.lit(" "), pl.col("ItemName"),
                                  pl.lit(" | Free UK delivery over £50 | Season "), pl.col("U_Season")),
+        # the web shop's image path, relative to its media folder; gift cards have no photo
+        U_ImagePath=pl.when(pl.col("_gift")).then(_NULL_S)
+        .otherwise(pl.lit("catalog/product/") + pl.col("ItemCode").str.to_lowercase() + pl.lit(".jpg")),
     )
     oitm = df.select(ITEM_COLUMNS + ["_t", "_price"])
     itm1 = _concat([

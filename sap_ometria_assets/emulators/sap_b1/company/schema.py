@@ -33,6 +33,7 @@ UDF_DEFS = [
     ("OITM", "Colour", "db_Alpha", 30, "Colour", []),
     ("OITM", "Season", "db_Alpha", 10, "Season", []),
     ("OITM", "WebTitle", "db_Memo", 64000, "Web title", []),
+    ("OITM", "ImagePath", "db_Alpha", 254, "Image path", []),
 ]
 UDF_VALUE_LABELS = {"Y": "Yes", "N": "No"}
 
@@ -67,7 +68,7 @@ ITEM_COLUMNS = [
     "ItemCode", "ItemName", "ItemsGroupCode", "BarCode", "SalesVATGroup", "PurchaseItem", "SalesItem",
     "InventoryItem", "Valid", "Frozen", "QuantityOnStock", "QuantityOrderedFromVendors",
     "QuantityOrderedByCustomers", "CreateDate", "CreateTime", "UpdateDate", "UpdateTime",
-    "U_Brand", "U_Colour", "U_Season", "U_WebTitle",
+    "U_Brand", "U_Colour", "U_Season", "U_WebTitle", "U_ImagePath",
 ]
 ITEM_PRICE_COLUMNS = ["ItemCode", "PriceList", "Price", "Currency"]
 ITEM_WHS_COLUMNS = ["ItemCode", "WarehouseCode", "InStock", "Committed", "Ordered", "Locked"]
