@@ -92,3 +92,16 @@ def test_the_report_renders_in_a_real_browser_without_errors(tmp_path):
     charts = re.findall(r'<div class="chart" id="chart-(\w+)">(.*?)</div>', dom, re.S)
     drawn = [name for name, svg in charts if "<svg" in svg and ("<path" in svg or "<rect" in svg)]
     assert len(drawn) >= 2, drawn
+
+
+def test_a_first_run_with_nothing_built_yet_still_gets_a_report(tmp_path):
+    """No exceptions, no reconciliation, no history: the page says so instead of failing the run."""
+    db = tmp_path / "warehouse.duckdb"
+    duckdb.connect(str(db)).close()
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([health_report], instance=instance,
+                                resources={"warehouse": WarehouseResource(duckdb_path=str(db))})
+    assert result.success
+    html = (tmp_path / "reports" / "latest.html").read_text()
+    assert "No open exceptions." in html and "Reconciliation not available yet." in html
+    assert "No exception history yet." in html and "Nothing landed yet." in html
