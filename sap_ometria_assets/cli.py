@@ -92,7 +92,7 @@ def _refuse_unusable_warehouse(settings) -> int | None:
     except Exception as exc:
         print(f"ALERT NOT RAISED: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
         delivered = 0
-    print(f"\nSync refused: nothing read or written (warehouse: {settings.duckdb_path}). "
+    print(f"\nFAILED. Sync refused: nothing read or written (warehouse: {settings.duckdb_path}). "
           f"1 alert raised, {delivered} sent to the webhook.")
     return 3
 
