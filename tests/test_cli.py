@@ -114,8 +114,10 @@ def test_demo_prints_a_short_summary_with_money_in_the_company_currency(tmp_path
     lines = out.strip().splitlines()
     assert len(lines) <= 40, out
     assert "DEBUG" not in out and "finished" not in out.lower()
-    for phase in ("landing", "building", "pushing", "checking", "reconciling"):
-        assert any(line.startswith(phase) and "done" in line for line in lines), (phase, out)
+    phases = ("landing", "building", "pushing", "checking", "reconciling")
+    shown = [line.split()[0] for line in lines if line.split() and line.split()[0] in phases]
+    assert tuple(shown) == phases, out  # one line per phase, in phase order
+    assert all(" done " in line for line in lines if line.split() and line.split()[0] in phases)
     assert "GBP " in out and "Look at these first:" in out
     log = next(line for line in lines if "Log: " in line).split("Log: ")[1].split(";")[0]
     logged = (PROJECT_ROOT / log).read_text()

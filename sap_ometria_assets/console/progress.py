@@ -5,7 +5,8 @@ A sync runs in five phases, one per asset group: landing (sap_raw), building (om
 Dagster logger: every event of the run goes to `logs/<run id>.log` beside the warehouse (and to stderr with
 `--verbose`), and `PhaseProgress` follows the step events to show, per phase, steps done, what
 they counted (rows landed, records built, records sent, open exceptions, records read back) and
-the elapsed time: a rich progress bar on a terminal, one plain line per finished phase otherwise.
+the elapsed time: a rich progress bar on a terminal, otherwise one plain line per phase, in
+phase order, as it finishes.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class PhaseProgress(logging.Handler):
         self.live = self.console.is_terminal if self.live is None else self.live
         self._bar: Progress | None = None
         self._tasks: dict[str, int] = {}
+        self._printed: set[str] = set()
 
     def __enter__(self) -> PhaseProgress:
         if self.live:
@@ -129,8 +131,7 @@ class PhaseProgress(logging.Handler):
             phase.failed += kind == "STEP_FAILURE"
             if phase.done + phase.failed >= phase.total:
                 phase.ended = now
-                if self._bar is None:
-                    self.console.print(phase.line(), soft_wrap=True)
+                self._print_finished()
         else:
             return
         if self._bar is not None:
@@ -139,15 +140,26 @@ class PhaseProgress(logging.Handler):
             if phase.ended is not None:
                 self._bar.stop_task(task)
 
+    def _print_finished(self, everything: bool = False) -> None:
+        """Plain lines, in phase order: each finished phase once all phases before it are."""
+        if self._bar is not None:
+            return
+        for p in self.phases.values():
+            if p.name in self._printed:
+                continue
+            if p.ended is None and not everything:
+                return
+            self._printed.add(p.name)
+            self.console.print(p.line(), soft_wrap=True)
+
     def unfinished(self) -> list[Phase]:
         return [p for p in self.phases.values() if p.done + p.failed < p.total]
 
     def print_unfinished(self) -> None:
-        """Phases that never finished (a step failed upstream), as plain lines."""
+        """The phases not printed yet (some never finish when a step failed upstream)."""
         for p in self.unfinished():
             p.ended = p.ended or (time.perf_counter() if p.started else None)
-            if self._bar is None:
-                self.console.print(p.line(), soft_wrap=True)
+        self._print_finished(everything=True)
 
 
 def run_logger(log_path: Path, progress: PhaseProgress, verbose: bool) -> dg.LoggerDefinition:
