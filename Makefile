@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## Full sync on the embedded demo company (SAP B1 and Ometria emulators over local HTTP).
+## Full sync on the embedded demo company (SAP B1 and Ometria emulators over local HTTP), in its
+## own Dagster instance and warehouse under data/demo/, so it never collides with `make ui`.
 demo: $(STAMP)
 	$(BIN)/sap-ometria demo
 
@@ -47,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
 clean-demo:
-	rm -rf data/demo data/warehouse.duckdb data/warehouse.duckdb.wal data/outbox/*.ndjson
+	rm -rf data/demo

@@ -2,7 +2,11 @@
 
 A sync is one Dagster run of every asset (landing, Ometria-ready, push, checks, exceptions,
 reconciliation) executed in this process against the instance in `DAGSTER_HOME`, so it shows
-in the UI's run history like a scheduled run.
+in that instance's run history like a scheduled run (console/run.py). The terminal shows one
+progress line per phase and a summary in business objects (console/summary.py); Dagster's
+event log goes to logs/<run id>.log beside the warehouse (data/logs/, data/demo/logs/ for the
+demo), and also to the terminal with `--verbose`. The demo
+runs in its own instance and warehouse under data/demo/, apart from `make ui`'s.
 """
 
 from __future__ import annotations
@@ -10,13 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from pathlib import Path
+
+from rich.console import Console
 
 from sap_ometria_assets.emulators.sap_b1.embedded import advance_demo_clock
 from sap_ometria_assets.lib.automation.alerts import make_alert
 from sap_ometria_assets.lib.automation.spool import raise_alerts
-from sap_ometria_assets.lib.config.settings import PROJECT_ROOT, SettingsError, get_settings
+from sap_ometria_assets.lib.config.settings import SettingsError, get_settings
 from sap_ometria_assets.lib.warehouse.db import WarehouseUnusableError, check_usable
 
 # Variables that would point the demo at real systems; `demo` blanks them (an empty value
@@ -28,82 +32,9 @@ _REAL_SYSTEM_VARS = (
 )
 
 
-# Dagster and the definitions are imported when a run starts, not when the module loads: the
-# `demo` command first blanks the real-system variables, and `--help` or a settings error should
-# not wait two seconds for Dagster to import.
-def _instance():
-    import dagster as dg
-
-    home = os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "data" / "dagster_home"))
-    Path(home).mkdir(parents=True, exist_ok=True)
-    return dg.DagsterInstance.get()
-
-
-def run_full_sync(tags: dict[str, str] | None = None) -> tuple[bool, dict[str, dict], float]:
-    """Materialise every asset once; returns (success, metadata by asset key, seconds)."""
-    from sap_ometria_assets.definitions import defs as build_defs
-
-    defs = build_defs()
-    job = defs.resolve_job_def("full_sync_job")
-    started = time.perf_counter()
-    with _instance() as instance:
-        result = job.execute_in_process(instance=instance, tags=tags or {}, raise_on_error=False)
-        # the same alerts the run-failure sensor raises under `make ui`, so a cron'd
-        # `make sync` pages someone too
-        from sap_ometria_assets.defs.automation.alerting import raise_run_alerts
-
-        try:
-            raise_run_alerts(instance, result.dagster_run)
-        except Exception as exc:  # the run's own report (summary, exit code) must still come
-            print(f"ALERTS NOT RAISED: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
-    elapsed = time.perf_counter() - started
-    metadata: dict[str, dict] = {}
-    for event in result.get_asset_materialization_events():
-        mat = event.event_specific_data.materialization  # type: ignore[union-attr]
-        metadata[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
-    if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure:
-                err = event.event_specific_data.error  # type: ignore[union-attr]
-                print(f"FAILED {event.step_key}: {err.message.strip() if err else ''}", file=sys.stderr)
-    return result.success, metadata, elapsed
-
-
-def _cell(md: dict, *names: str) -> str:
-    for name in names:
-        if name in md and md[name] is not None:
-            return str(md[name])
-    return ""
-
-
-def print_summary(metadata: dict[str, dict], elapsed: float) -> None:
-    """One line per asset: what this run read/sent, what changed, what the table now holds."""
-    settings = get_settings()
-    print()
-    print(f"Sync finished in {elapsed:.1f}s  (warehouse: {settings.duckdb_path})")
-    print(f"{'asset':30} {'read/sent':>10} {'changed':>8} {'skipped':>8} {'requests':>8} {'rows':>9}")
-    for key in sorted(metadata):
-        md = metadata[key]
-        print(
-            f"{key:30} {_cell(md, 'rows_landed', 'records_sent'):>10} "
-            f"{_cell(md, 'rows_changed', 'new_exceptions'):>8} "
-            f"{_cell(md, 'skipped_unchanged'):>8} {_cell(md, 'requests'):>8} "
-            f"{_cell(md, 'dagster/row_count'):>9}"
-        )
-    snapshot = metadata.get("recon/ometria_snapshot", {})
-    if snapshot.get("outcome") == "unavailable":
-        print(
-            f"\nReconciliation with Ometria UNAVAILABLE: {snapshot.get('note', 'read-back failed')}. "
-            "The pushes and exceptions of this run stand; recon compares SAP with the ledger "
-            "only (see recon.snapshot_runs, alert in ops.alerts)."
-        )
-    exceptions = metadata.get("ops/sync_exceptions", {})
-    if exceptions:
-        print(
-            f"\nOpen exceptions: {exceptions.get('open_exceptions', 0)} "
-            f"(by owner: {exceptions.get('open_by_owner', {})}), money at stake "
-            f"{exceptions.get('open_impact', 0)}. Details: ops.sync_exceptions, docs/operations.md."
-        )
+def _console() -> Console:
+    # no markup: fix hints and SAP values may hold [brackets]; no wrapping in a log file
+    return Console(markup=False, highlight=False)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -122,9 +53,22 @@ def cmd_sync(args: argparse.Namespace) -> int:
     refused = _refuse_unusable_warehouse(settings)
     if refused is not None:
         return refused
-    ok, metadata, elapsed = run_full_sync(tags={"sap_ometria/trigger": args.command})
-    print_summary(metadata, elapsed)
-    return 0 if ok else 1
+    # Imported here, not at the top: the run module loads Dagster and the definitions (two
+    # seconds), which `--help` and a settings error should not wait for, and the definitions
+    # read the environment that `demo` rewrites first.
+    from sap_ometria_assets.console.run import run_full_sync
+    from sap_ometria_assets.console.summary import print_failure, print_summary
+
+    console = _console()
+    # the run's event log sits beside its warehouse: data/logs/, data/demo/logs/ for the demo
+    outcome = run_full_sync(settings.duckdb_path.parent / "logs",
+                            tags={"sap_ometria/trigger": args.command}, verbose=args.verbose,
+                            console=console)
+    if outcome.success:
+        print_summary(outcome, settings.duckdb_path, console)
+        return 0
+    print_failure(outcome, console)
+    return 1
 
 
 def _refuse_unusable_warehouse(settings) -> int | None:
@@ -148,7 +92,7 @@ def _refuse_unusable_warehouse(settings) -> int | None:
     except Exception as exc:
         print(f"ALERT NOT RAISED: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
         delivered = 0
-    print(f"\nSync refused: nothing read or written (warehouse: {settings.duckdb_path}). "
+    print(f"\nFAILED. Sync refused: nothing read or written (warehouse: {settings.duckdb_path}). "
           f"1 alert raised, {delivered} sent to the webhook.")
     return 3
 
@@ -159,13 +103,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    if not (configured.uses_embedded_sap and configured.uses_embedded_ometria):
-        # This machine is set up for real systems: keep the demo company out of the production
-        # warehouse (its watermarks and ledger) and out of the production outbox.
-        demo_dir = configured.demo_dir
-        os.environ["SAP_OMETRIA_DUCKDB_PATH"] = str(demo_dir / "warehouse.duckdb")
-        os.environ["SAP_OMETRIA_OUTBOX_DIR"] = str(demo_dir / "outbox")
-        print(f"Real systems are configured: the demo uses its own warehouse under {demo_dir}.")
+    # The demo company lives apart from everything else: its own warehouse, outbox and Dagster
+    # instance under data/demo/, so it never touches a production warehouse's watermarks and
+    # ledger, and never collides with the runs that `make ui`'s schedules and sensors start on
+    # data/warehouse.duckdb (DuckDB has one writer per file).
+    demo_dir = configured.demo_dir
+    os.environ["SAP_OMETRIA_DUCKDB_PATH"] = str(demo_dir / "warehouse.duckdb")
+    os.environ["SAP_OMETRIA_OUTBOX_DIR"] = str(demo_dir / "outbox")
+    os.environ["DAGSTER_HOME"] = str(demo_dir / "dagster_home")
     for name in _REAL_SYSTEM_VARS:
         os.environ[name] = ""
     return cmd_sync(args)
@@ -180,8 +125,12 @@ def cmd_advance(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sap-ometria", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="full sync on the embedded demo company").set_defaults(func=cmd_demo)
-    sub.add_parser("sync", help="full sync against the configured systems").set_defaults(func=cmd_sync)
+    for name, func, text in (("demo", cmd_demo, "full sync on the embedded demo company"),
+                             ("sync", cmd_sync, "full sync against the configured systems")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--verbose", action="store_true",
+                         help="also print Dagster's event log (always in logs/<run id>.log beside the warehouse)")
+        cmd.set_defaults(func=func)
     adv = sub.add_parser("advance", help="advance the demo company's clock")
     adv.add_argument("--ticks", type=int, default=1)
     adv.set_defaults(func=cmd_advance)

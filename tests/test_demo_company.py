@@ -69,7 +69,7 @@ PENNY = Decimal("0.005")
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """One full sync of the demo company, as `make demo` runs it."""
-    from sap_ometria_assets.cli import run_full_sync
+    from sap_ometria_assets.console.run import run_full_sync
     from sap_ometria_assets.emulators.ometria.embedded import ensure_embedded_ometria, stop_embedded_ometria
     from sap_ometria_assets.emulators.sap_b1.embedded import stop_embedded_sap
 
@@ -89,8 +89,9 @@ def demo(tmp_path_factory):
     })
     try:
         settings = get_settings(refresh=True)
-        ok, metadata, _ = run_full_sync(tags={"sap_ometria/trigger": "test"})
-        assert ok, "the demo sync failed"
+        outcome = run_full_sync(base / "logs", tags={"sap_ometria/trigger": "test"})
+        assert outcome.success, f"the demo sync failed: {outcome.cause}"
+        metadata = outcome.metadata
         emulator = ensure_embedded_ometria(settings).emulator
         yield {
             "warehouse": base / "warehouse.duckdb",

@@ -10,13 +10,19 @@ import json
 from functools import cache
 from urllib.parse import quote, quote_plus
 
+from pathlib import Path
+
 import dagster as dg
 import duckdb
 import pytest
 from faultkit import OMETRIA_KEY, PUSH, SAP_PASSWORD, Run, _defs, assert_nothing_lost, query, run_sync
 from ometria_proxy import OmetriaProxy
 
+from rich.console import Console
+
 from sap_ometria_assets import cli
+from sap_ometria_assets.console.run import SyncOutcome
+from sap_ometria_assets.console.summary import print_summary
 from sap_ometria_assets.defs.automation.alerting import alerts_for_run
 from sap_ometria_assets.lib.config import settings as settings_module
 from sap_ometria_assets.lib.config.settings import get_settings
@@ -37,6 +43,13 @@ def _push_and_reconcile_job() -> dg.JobDefinition:
                  | dg.AssetSelection.groups("ops", "recon"))
     job = dg.define_asset_job("faults_push_ops_recon", selection=selection)
     return dg.Definitions.merge(_defs(), dg.Definitions(jobs=[job])).resolve_job_def(job.name)
+
+
+def _print_summary(run: Run, env) -> None:
+    """The end of `make sync` for this run (console/summary.py)."""
+    outcome = SyncOutcome(True, {"recon/ometria_snapshot": run.metadata("recon/ometria_snapshot")},
+                          1.0, "run", Path(env.db).parent / "logs" / "run.log")
+    print_summary(outcome, Path(env.db), Console(markup=False, highlight=False))
 
 
 def push_and_reconcile() -> Run:
@@ -220,7 +233,7 @@ def test_a_read_back_ignoring_offset_stops_on_the_repeated_page(proxied, capsys)
     run = push_and_reconcile()
     _read_back_unavailable(run, env, "not honouring `offset`")
     assert gets["n"] == 2  # the first page, and its repeat
-    cli.print_summary({"recon/ometria_snapshot": run.metadata("recon/ometria_snapshot")}, 1.0)
+    _print_summary(run, env)
     assert "Reconciliation with Ometria UNAVAILABLE" in capsys.readouterr().out
     assert_nothing_lost(env.db, env.ometria)
 
@@ -233,7 +246,7 @@ def test_a_read_back_answering_404_leaves_the_pushes_and_marks_recon_unavailable
     _read_back_unavailable(run, env, "HTTP 404")
     views = run.metadata("recon/views")
     assert views["ometria_read_back"] is False
-    cli.print_summary({"recon/ometria_snapshot": run.metadata("recon/ometria_snapshot")}, 1.0)
+    _print_summary(run, env)
     out = capsys.readouterr().out
     assert "Reconciliation with Ometria UNAVAILABLE" in out and "HTTP 404" in out
 

@@ -19,7 +19,7 @@ from checks_fixtures import (
 from sap_ometria_assets.lib.quality.checks_config import ChecksConfig
 from sap_ometria_assets.lib.sync_exceptions.catalogue import RULES, RULES_BY_ID, rules_markdown
 from sap_ometria_assets.lib.sync_exceptions.register import evaluate_exceptions
-from sap_ometria_assets.lib.sync_exceptions.rule import Rule
+from sap_ometria_assets.lib.sync_exceptions.rule import IMPACT_MEANINGS, Rule
 from sap_ometria_assets.lib.sync_exceptions.rule_ids import RULE_IDS
 
 
@@ -385,6 +385,17 @@ def test_rules_registry_is_documented():
         assert rule.severity in ("WARN", "ERROR")
         assert len(rule.description) > 40 and len(rule.fix_hint) > 20
         assert f"`{rule.id}`" in md
+
+
+def test_every_rule_says_what_its_money_at_stake_means():
+    """One meaning per rule, in its description; rules on any record name the meaning per kind."""
+    for rule in RULES:
+        assert "Money at stake (local currency)" in rule.description, rule.id
+        if rule.entity != "record":
+            assert rule.impact in IMPACT_MEANINGS, rule.id
+            assert IMPACT_MEANINGS[rule.impact][1] in rule.description, rule.id
+    assert RULES_BY_ID["credit_memo_exceeds_order"].impact == "over_credit"
+    assert RULES_BY_ID["contact_invalid_email"].impact == "customer_value"
 
 
 def test_registry_lists_every_rule_once_in_the_order_of_rule_ids():

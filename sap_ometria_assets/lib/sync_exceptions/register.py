@@ -11,7 +11,8 @@
 `impact` is the money at stake in local currency (GBP for the demo company): the customer's net
 revenue (orders minus credit memos) for customer rules, the document total for order and credit
 memo rules, the line's gross total for line rules, the value of the missing stock for stock rules,
-0 where no money applies. Each evaluation also appends one row per rule to
+0 where no money applies; each rule's description states its one meaning (`Rule.impact`,
+`IMPACT_MEANINGS` in rule.py), and money of different meanings is never added up. Each evaluation also appends one row per rule to
 `ops.exception_history`, so a trend per rule can be read over time (see `lib/quality/drift.py`).
 A rule whose tables are missing is skipped and one whose SQL fails is reported as failed; neither
 touches that rule's open exceptions. `open_exceptions()` reads the open ones back.

@@ -36,6 +36,36 @@ class RuleContext:
         return self.facts.local_currency
 
 
+# What a rule's `impact` (the money at stake, in the company's local currency) means. A rule
+# names one meaning; a rule without one (entity "record") flags records of several kinds and
+# its impact means, per flagged record, what that record's entity means below.
+IMPACT_MEANINGS: dict[str, tuple[str, str]] = {
+    "customer_value": ("customers' value held back",
+                       "the customer's net revenue in SAP (orders minus credit memos) attached to "
+                       "a contact that is held back or wrong in Ometria"),
+    "document_value": ("orders and credit memos not reaching Ometria",
+                       "the document's total in SAP (DocTotal of the order or credit memo) that "
+                       "does not reach Ometria correctly"),
+    "line_value": ("document lines not reaching Ometria",
+                   "the line's gross total in SAP that does not reach Ometria correctly"),
+    "over_credit": ("credited beyond the order",
+                    "the amount the credit memos credit beyond the order's total"),
+    "stock_value": ("stock committed beyond what is in stock",
+                    "the missing quantity valued at the item's Ometria price"),
+    "none": ("no money", "none: the rule counts records, its impact is 0"),
+}
+ENTITY_MEANING: dict[str, str] = {
+    "contact": "customer_value", "order": "document_value", "credit_memo": "document_value",
+    "order_line": "line_value", "credit_memo_line": "line_value", "stock": "stock_value",
+    "product": "none", "record": "none",
+}
+
+
+def impact_meaning(rule_impact: str | None, entity: str) -> str:
+    """The meaning key of one flagged record's impact: the rule's, else its entity's."""
+    return rule_impact or ENTITY_MEANING.get(entity, "none")
+
+
 class NotEvaluable(Exception):
     """The rule cannot be evaluated now (e.g. the mapping lacks what it needs); state is kept."""
 
@@ -55,3 +85,18 @@ class Rule:
     requires: tuple[str, ...] = ()
     population_sql: str | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # key of IMPACT_MEANINGS; None: each flagged record's entity decides (rules on "record")
+    impact: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.impact is None and self.entity != "record":
+            object.__setattr__(self, "impact", ENTITY_MEANING[self.entity])
+
+    @property
+    def impact_text(self) -> str:
+        """What this rule's money at stake means, in one sentence (part of its description)."""
+        if self.impact is not None:
+            return f"Money at stake (local currency): {IMPACT_MEANINGS[self.impact][1]}."
+        return ("Money at stake (local currency), by the kind of record flagged: for a contact "
+                f"{IMPACT_MEANINGS['customer_value'][1]}; for an order or credit memo "
+                f"{IMPACT_MEANINGS['document_value'][1]}; 0 for products and other records.")

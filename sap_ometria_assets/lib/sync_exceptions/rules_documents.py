@@ -250,6 +250,7 @@ DOCUMENT_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         id="credit_memo_exceeds_order", entity="order", severity="ERROR", owner="finance",
+        impact="over_credit",
         title="Credit memos exceed their order",
         description="The credit memos linked to an order add up to more than the order itself: "
         "the customer was refunded more than they paid, and their lifetime value in Ometria "

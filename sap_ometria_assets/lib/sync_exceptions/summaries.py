@@ -3,7 +3,8 @@
 The checks on ometria/contacts, orders, products and stock (defs/ometria/checks.py) call
 `summarise_for_asset()`: per rule the open exceptions of the entities that asset carries, their
 impact, the rate per record and the outcome (WARN, ERROR or none), plus the ten open exceptions
-with the biggest impact.
+with the biggest impact. `open_money()` gives the CLI's end summary: open exceptions per
+owner, their money grouped by what it means, and the rules to look at first.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import duckdb
 import polars as pl
 
 from sap_ometria_assets.lib.quality.checks_config import ChecksConfig, Severity, get_checks_config
+from sap_ometria_assets.lib.sync_exceptions.catalogue import RULES_BY_ID
 from sap_ometria_assets.lib.sync_exceptions.register import open_exceptions
+from sap_ometria_assets.lib.sync_exceptions.rule import IMPACT_MEANINGS, impact_meaning
 from sap_ometria_assets.lib.warehouse.sql import q, table_exists
 
 # Which Ometria asset summarises exceptions of which entity (see defs/ometria/checks.py).
@@ -103,3 +106,42 @@ def summarise_for_asset(
         ))
     top = open_exceptions(con, entities).head(10)
     return AssetSummary(asset, int(population), summaries, top, evaluated=True)
+
+
+@dataclass
+class OpenMoney:
+    """The open register for a person: counts per owner, money per owner and meaning, top rules."""
+
+    currency: str
+    by_owner: dict[str, int]
+    # owner -> meaning label -> money; one meaning per figure, never summed across meanings
+    money: dict[str, dict[str, float]]
+    # the rules to look at first: rule, owner, open, {meaning label: money}, fix hint; ranked
+    # by their biggest single-meaning figure (a rule on mixed records keeps its meanings apart)
+    top: list[tuple[str, str, int, dict[str, float], str]]
+
+
+def open_money(con: duckdb.DuckDBPyConnection, currency: str, top_n: int = 3) -> OpenMoney:
+    """Open exceptions per owner with their money grouped by what it means (IMPACT_MEANINGS)."""
+    if not table_exists(con, "ops", "sync_exceptions"):
+        return OpenMoney(currency, {}, {}, [])
+    rows = con.execute("""
+        SELECT rule, entity, owner, count(*), coalesce(sum(impact), 0), any_value(fix_hint)
+        FROM ops.sync_exceptions WHERE resolved_at IS NULL GROUP BY ALL""").fetchall()
+    by_owner: dict[str, int] = {}
+    money: dict[str, dict[str, float]] = {}
+    per_rule: dict[str, list] = {}
+    for rule_id, entity, owner, n, impact, fix in rows:
+        rule = RULES_BY_ID.get(rule_id)
+        meaning = IMPACT_MEANINGS[impact_meaning(rule.impact if rule else None, entity)][0]
+        by_owner[owner] = by_owner.get(owner, 0) + int(n)
+        if float(impact):
+            owner_money = money.setdefault(owner, {})
+            owner_money[meaning] = owner_money.get(meaning, 0.0) + float(impact)
+        entry = per_rule.setdefault(rule_id, [rule_id, owner, 0, {}, fix or ""])
+        entry[2] += int(n)
+        if float(impact):
+            entry[3][meaning] = entry[3].get(meaning, 0.0) + float(impact)
+    top = sorted(per_rule.values(),
+                 key=lambda e: (-max(e[3].values(), default=0.0), -e[2], e[0]))[:top_n]
+    return OpenMoney(currency, by_owner, money, [tuple(e) for e in top])
