@@ -99,6 +99,9 @@ def print_summary(outcome: SyncOutcome, duckdb_path: Path, console: Console) -> 
     if snapshot.get("outcome") == "unavailable":
         out.append(f"Reconciliation with Ometria UNAVAILABLE: {snapshot.get('note', 'read-back failed')}"
                    ". Pushes and exceptions stand; recon compared SAP with the ledger only.")
+    report = duckdb_path.parent / "reports" / "latest.html"
+    if report.exists():
+        out.append(f"Health report (open in a browser): {shown(report)}")
     out.append("Details: ops.sync_exceptions in the warehouse, docs/operations.md.")
     for line in out:
         console.print(line, soft_wrap=True)

@@ -40,6 +40,6 @@ def health_report(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.url(latest.as_uri()),
         "this_run": dg.MetadataValue.path(str(run_file.resolve())),
-        "open_exceptions": sum(r.open for r in facts.rules),
+        "exceptions_in_report": sum(r.open for r in facts.rules),
         "rules_firing": len(facts.rules),
     })
