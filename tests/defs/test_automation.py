@@ -9,8 +9,6 @@ be made to crash, without a SAP company.
 
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import duckdb
@@ -21,6 +19,7 @@ from sap_ometria_assets.defs.automation.config import automation_config
 from sap_ometria_assets.lib.sap.tables import all_table_names
 from sap_ometria_assets.lib.config.settings import SettingsError, get_settings
 from sap_ometria_assets.defs.resources import WarehouseResource
+from tests.fakes.webhook import WebhookReceiver
 
 BREAK_CONTRACT = "test/break_contract"
 WARN_CHECK_FAILS = "test/error_check_fails"
@@ -251,33 +250,9 @@ def test_no_push_after_a_landing_that_failed_for_another_reason(defs, landing_ru
 # Alert sensors
 # --------------------------------------------------------------------------------------------
 
-class WebhookReceiver:
-    def __init__(self):
-        self.bodies: list[dict] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                receiver.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/secret-token"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def webhook(env, monkeypatch):
-    receiver = WebhookReceiver()
+    receiver = WebhookReceiver("/hooks/secret-token")
     monkeypatch.setenv("SAP_OMETRIA_ALERT_WEBHOOK", receiver.url)
     get_settings(refresh=True)
     yield receiver

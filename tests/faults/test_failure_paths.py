@@ -4,9 +4,6 @@ truncated warehouse. The operator still gets the cause, the alert and a non-zero
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -15,39 +12,7 @@ from sap_ometria_assets import cli
 from sap_ometria_assets.lib.automation.alerts import make_alert
 from sap_ometria_assets.lib.automation.spool import fallback_spool_dir_for, raise_alerts
 from sap_ometria_assets.lib.config.settings import get_settings
-
-
-class _Webhook:
-    """A loopback incoming-webhook endpoint that records the messages it gets."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+from tests.fakes.webhook import WebhookReceiver
 
 
 def _alert():
@@ -59,7 +24,7 @@ def test_alerts_still_go_out_when_the_data_directory_is_a_file(tmp_path, capsys)
     data = tmp_path / "data"
     data.write_text("not a folder")
     db = data / "warehouse.duckdb"
-    with _Webhook() as hook:
+    with WebhookReceiver() as hook:
         outcome = raise_alerts([_alert()], duckdb_path=db, webhook=SecretStr(hook.url),
                                lock_wait_s=0.1)
     assert outcome.delivered == 1 and len(hook.bodies) == 1       # paged
@@ -78,7 +43,7 @@ def test_alerts_still_go_out_when_the_data_directory_is_a_file(tmp_path, capsys)
 
 @pytest.fixture
 def cli_env(env, monkeypatch):
-    with _Webhook() as hook:
+    with WebhookReceiver() as hook:
         monkeypatch.setenv("SAP_OMETRIA_ALERT_WEBHOOK", hook.url)
         get_settings(refresh=True)
         yield env, hook

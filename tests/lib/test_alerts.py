@@ -6,9 +6,7 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import duckdb
 import pytest
@@ -18,46 +16,9 @@ from sap_ometria_assets.lib.automation import alerts as alerts_lib
 from sap_ometria_assets.lib.automation.alerts import make_alert, slack_message
 from sap_ometria_assets.lib.automation.spool import AlertSpool, flush_alerts, raise_alerts, spool_dir_for
 
+from tests.fakes.webhook import WebhookReceiver
+
 SECRET_PATH = "/services/T000/B000/s3cr3t-t0ken"
-
-
-class WebhookReceiver:
-    """A Slack-like incoming-webhook endpoint on 127.0.0.1 that records what it is sent."""
-
-    def __init__(self, statuses: list[int] | None = None):
-        self.bodies: list[dict] = []
-        self.paths: list[str] = []
-        self._statuses = list(statuses or [])
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server API)
-                length = int(self.headers.get("Content-Length", "0"))
-                receiver.paths.append(self.path)
-                receiver.bodies.append(json.loads(self.rfile.read(length)))
-                status = receiver._statuses.pop(0) if receiver._statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"ok" if status == 200 else b"server_error")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> SecretStr:
-        return SecretStr(f"http://127.0.0.1:{self.server.server_address[1]}{SECRET_PATH}")
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -100,8 +61,8 @@ def test_slack_message_is_slack_compatible_and_links_the_run():
 
 def test_alert_is_written_and_posted(warehouse_path):
     alert = _run_failure()
-    with WebhookReceiver() as receiver:
-        outcome = raise_alerts([alert], duckdb_path=warehouse_path, webhook=receiver.url)
+    with WebhookReceiver(SECRET_PATH) as receiver:
+        outcome = raise_alerts([alert], duckdb_path=warehouse_path, webhook=receiver.secret_url)
     assert (outcome.written, outcome.pending, outcome.delivered) == (1, 0, 1)
     assert len(receiver.bodies) == 1 and receiver.paths == [SECRET_PATH]
     assert "land_sap_job" in receiver.bodies[0]["text"]
@@ -118,9 +79,9 @@ def test_without_webhook_the_alert_is_recorded_undelivered(warehouse_path):
 
 
 def test_same_failure_raised_twice_is_one_row_and_one_page(warehouse_path):
-    with WebhookReceiver() as receiver:
-        raise_alerts([_run_failure()], duckdb_path=warehouse_path, webhook=receiver.url)
-        raise_alerts([_run_failure()], duckdb_path=warehouse_path, webhook=receiver.url)
+    with WebhookReceiver(SECRET_PATH) as receiver:
+        raise_alerts([_run_failure()], duckdb_path=warehouse_path, webhook=receiver.secret_url)
+        raise_alerts([_run_failure()], duckdb_path=warehouse_path, webhook=receiver.secret_url)
     assert len(_rows(warehouse_path)) == 1
     assert len(receiver.bodies) == 1
     ids = {make_alert("run_failure", severity="ERROR", job_name="land_sap_job", run_id="run-1",
@@ -139,17 +100,17 @@ def test_locked_warehouse_queues_the_alert_and_a_later_flush_writes_it(warehouse
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with WebhookReceiver() as receiver:
+        with WebhookReceiver(SECRET_PATH) as receiver:
             outcome = raise_alerts([_run_failure()], duckdb_path=warehouse_path,
-                                   webhook=receiver.url, lock_wait_s=0.2)
+                                   webhook=receiver.secret_url, lock_wait_s=0.2)
             assert (outcome.written, outcome.pending, outcome.delivered) == (0, 1, 1)
             assert len(receiver.bodies) == 1  # people are told at once, lock or not
             queued = AlertSpool(spool_dir_for(warehouse_path)).pending()
             assert [a.delivered for a in queued] == [True]
         holder.stdin.close()
         holder.wait(timeout=10)
-        with WebhookReceiver() as receiver:
-            later = flush_alerts(duckdb_path=warehouse_path, webhook=receiver.url)
+        with WebhookReceiver(SECRET_PATH) as receiver:
+            later = flush_alerts(duckdb_path=warehouse_path, webhook=receiver.secret_url)
             assert receiver.bodies == []  # not paged twice
         assert (later.written, later.pending) == (1, 0)
         assert _rows(warehouse_path)[0][-1] is True
@@ -161,8 +122,8 @@ def test_locked_warehouse_queues_the_alert_and_a_later_flush_writes_it(warehouse
 def test_webhook_errors_are_bounded_and_never_show_the_url(warehouse_path, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setattr(alerts_lib, "WEBHOOK_BACKOFF_S", 0.01)
-    with WebhookReceiver(statuses=[500, 500, 500]) as receiver:
-        outcome = raise_alerts([_run_failure()], duckdb_path=warehouse_path, webhook=receiver.url)
+    with WebhookReceiver(SECRET_PATH, statuses=[500, 500, 500]) as receiver:
+        outcome = raise_alerts([_run_failure()], duckdb_path=warehouse_path, webhook=receiver.secret_url)
     assert len(receiver.bodies) == 3  # bounded retries
     assert outcome.delivered == 0 and outcome.written == 1
     assert outcome.delivery_errors and "HTTP 500" in outcome.delivery_errors[0]
