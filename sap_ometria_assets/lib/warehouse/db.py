@@ -121,6 +121,14 @@ def check_usable(path: str | Path) -> None:
         text = str(exc)
         if "lock" in text.lower():
             return
+        if "newer version of duckdb" in text.lower():
+            # A warehouse written by a later DuckDB (this release went back to 1.5.x for DuckLake)
+            # is not damaged: it needs that DuckDB, or a rebuild from SAP.
+            raise WarehouseUnusableError(
+                f"warehouse {path} was written by a newer DuckDB than this one "
+                f"({duckdb.__version__}); the demo's is disposable (`make clean-demo`); otherwise "
+                f"move it away so the next sync rebuilds it from SAP (a full re-read; Ometria's "
+                f"push ledger restarts)") from None
         raise WarehouseUnusableError(
             f"warehouse {path} is not a usable DuckDB file ({text.splitlines()[0][:200]}): "
             f"{what_to_do}") from None
@@ -143,7 +151,7 @@ def check_usable(path: str | Path) -> None:
 
 def read_table(con: duckdb.DuckDBPyConnection, schema: str, table: str,
                where: str | None = None, params: list | None = None) -> pl.DataFrame:
-    """A whole table (or a filtered part) as a polars frame; duckdb 2.x safe."""
+    """A whole table (or a filtered part) as a polars frame; any duckdb version."""
     sql = f'SELECT * FROM "{schema}"."{table}"'
     if where:
         sql += f" WHERE {where}"

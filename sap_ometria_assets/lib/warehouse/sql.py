@@ -3,8 +3,8 @@ and reading the column descriptions our own DDL carries as `-- comments` (`ddl_c
 
 SAP property names and values come from outside and may hold anything (quotes included), so
 identifiers and literals are always quoted through `q` and `lit`. The catalogue helpers read
-`information_schema` with `fetchall()`: an unconsumed result blocks the next statement on
-duckdb 2.x.
+`information_schema` with `fetchall()`: an unconsumed result blocked the next statement on
+duckdb 2.x, and fetching costs nothing on 1.5.x.
 """
 
 from __future__ import annotations
