@@ -214,7 +214,7 @@ def land_table(
             with transaction(con):
                 merge_all(con, plan, staged, result, now,
                           None if verdict is not None and verdict.refused else scan_keys,
-                          full_refresh)
+                          full_refresh, settings.sap_ometria_timezone)
                 if verdict is not None:
                     record_verdict(con, verdict, now)
                 wm_after = _advance_watermark(con, plan, staged,
