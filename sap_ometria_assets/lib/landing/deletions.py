@@ -198,7 +198,7 @@ def mark_deletions(con: duckdb.DuckDBPyConnection, plan: Plan, staged: Staged,
     if main.history:
         # A deleted record (and its child rows) has no current version; one that came back
         # gets a new version.
-        close_deleted(con, plan, now)
+        close_deleted(con, plan, now, zone)
         if restored:
             back = staged.names("restored")
             con.execute(f"CREATE TEMP TABLE {q(back)} AS SELECT {keys_sql} FROM {tbl} t LIMIT 0")

@@ -46,9 +46,10 @@ from sap_ometria_assets.lib.landing.split import ROW_HASH
 from sap_ometria_assets.lib.sap.tables import DELETED_AT, LANDED_AT
 from sap_ometria_assets.lib.warehouse.sql import fqn, q, table_columns
 
-def ensure_history(con: duckdb.DuckDBPyConnection, target: Target) -> str:
-    """Create the history table (sap_raw's columns plus both validities) or add the columns
-    sap_raw gained since. Returns its name; an old-shape table is left to `migrate`."""
+def ensure_history(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target,
+                   zone: str) -> tuple[str, dict[str, str]]:
+    """Create the history table (sap_raw's columns plus both validities), add the columns
+    sap_raw gained since, or migrate an old-shape one. Returns its name and sap_raw's columns."""
     tbl = fqn("sap_history", target.table)
     raw_cols = table_columns(con, "sap_raw", target.table)
     hist = table_columns(con, "sap_history", target.table)
@@ -57,13 +58,15 @@ def ensure_history(con: duckdb.DuckDBPyConnection, target: Target) -> str:
         defs += [f"{VALID_FROM} TIMESTAMPTZ", f"{VALID_TO} TIMESTAMPTZ", f"{IS_CURRENT} BOOLEAN"]
         defs += [f"{n} {t}" for n, t in SAP_COLUMNS]
         con.execute(f"CREATE TABLE {tbl} ({', '.join(defs)})")
-    else:
-        for name, dtype in raw_cols.items():
-            if name not in hist:
-                con.execute(f"ALTER TABLE {tbl} ADD COLUMN {q(name)} {dtype}")
-            elif hist[name] != dtype:
-                con.execute(f"ALTER TABLE {tbl} ALTER COLUMN {q(name)} SET DATA TYPE {dtype}")
-    return tbl
+        return tbl, raw_cols
+    for name, dtype in raw_cols.items():
+        if name not in hist:
+            con.execute(f"ALTER TABLE {tbl} ADD COLUMN {q(name)} {dtype}")
+        elif hist[name] != dtype:
+            con.execute(f"ALTER TABLE {tbl} ALTER COLUMN {q(name)} SET DATA TYPE {dtype}")
+    if SAP_FROM not in hist:
+        migrate(con, plan, target, tbl, zone)
+    return tbl, raw_cols
 
 
 def _scope(plan: Plan, target: Target, keys: str, alias: str) -> str:
@@ -75,14 +78,14 @@ def _scope(plan: Plan, target: Target, keys: str, alias: str) -> str:
 
 
 def _seed(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target, hist: str,
-          now: datetime, zone: str) -> None:
+          raw_cols: dict[str, str], now: datetime, zone: str) -> None:
     """An empty history starts with every stored row (one INSERT ... SELECT): their landing
     time, SAP's time (a child's from its parent's version of that landing), deleted ones closed."""
     raw = fqn("sap_raw", target.table)
     landed = f"coalesce(t.{LANDED_AT}, $now::TIMESTAMPTZ)"
     parent = parent_of(plan, target)
     if parent is None:
-        ts, src = own_time(con, target, "t", zone)
+        ts, src = own_time(raw_cols, "t", zone)
         source = f"{raw} t"
     else:
         ts, src = "p.valid_from", "p.valid_from_source"
@@ -91,8 +94,7 @@ def _seed(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target, hist: str,
                   f"{fqn('sap_history', parent.table)}) p ON t.{q(target.parent_key_column)} = p._pk "  # type: ignore[arg-type]
                   f"AND {landed} >= p._vf")
     start = f"coalesce({ts}, {landed})"
-    deleted = f"t.{DELETED_AT}" if DELETED_AT in table_columns(con, "sap_raw", target.table) \
-        else "NULL::TIMESTAMPTZ"
+    deleted = f"t.{DELETED_AT}" if DELETED_AT in raw_cols else "NULL::TIMESTAMPTZ"
     con.execute(
         f"INSERT INTO {hist} BY NAME SELECT t.*, {landed} AS {VALID_FROM}, {deleted} AS {VALID_TO}, "
         f"{deleted} IS NULL AS {IS_CURRENT}, {start} AS {SAP_FROM}, "
@@ -102,14 +104,17 @@ def _seed(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target, hist: str,
 
 
 def add_versions(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target, hist: str,
-                 scope_t: str, work: str, now: datetime, zone: str) -> None:
+                 raw_cols: dict[str, str], scope_t: str, work: str, now: datetime,
+                 zone: str) -> None:
     """Temp table `work`: key, valid_from and source of each stored row in `scope_t` (SQL on
-    alias t) that has no current version with its content. Never before the key's last version."""
+    alias t) that has no current version with its content. A version never starts before the
+    key's last version started or ended: SAP's clock went backwards for the key, or a record
+    came back from a deletion with its old UpdateDate (`clamped`), so intervals never overlap."""
     raw = fqn("sap_raw", target.table)
     keys = ", ".join(f"t.{q(k)}" for k in target.key)
     parent = parent_of(plan, target)
     if parent is None:
-        ts, src = own_time(con, target, "t", zone)
+        ts, src = own_time(raw_cols, "t", zone)
         join = ""
     else:
         ts, src = "p.valid_from", "p.valid_from_source"
@@ -117,18 +122,15 @@ def add_versions(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target, his
                 f"p.{q(plan.entity_key)} = t.{q(target.parent_key_column)}")  # type: ignore[arg-type]
     same = f"{key_join('h', 't', target.key)} AND h.{ROW_HASH} = t.{ROW_HASH}"
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {q(work)} AS SELECT {keys}, coalesce({ts}, $now::TIMESTAMPTZ) "
-        f"AS {SAP_FROM}, coalesce({src}, 'landed') AS {SOURCE} FROM {raw} t{join} WHERE {scope_t} "
-        f"AND NOT EXISTS (SELECT 1 FROM {hist} h WHERE h.{IS_CURRENT} AND {same})", {"now": now},
-    )
-    # SAP's clock went backwards for a key (or a restored record kept its old UpdateDate):
-    # start where the key's last version started or ended, so intervals never overlap.
-    con.execute(
-        f"UPDATE {q(work)} w SET {SAP_FROM} = b.last_end, {SOURCE} = 'clamped' FROM (SELECT "
-        f"{', '.join(f'h.{q(k)}' for k in target.key)}, max(coalesce(h.{SAP_TO}, h.{SAP_FROM})) AS "
-        f"last_end FROM {hist} h WHERE EXISTS (SELECT 1 FROM {q(work)} x WHERE "
-        f"{key_join('x', 'h', target.key)}) GROUP BY ALL) b WHERE {key_join('b', 'w', target.key)} "
-        f"AND b.last_end > w.{SAP_FROM}"
+        f"CREATE OR REPLACE TEMP TABLE {q(work)} AS WITH n AS (SELECT {keys}, coalesce({ts}, "
+        f"$now::TIMESTAMPTZ) AS ts, coalesce({src}, 'landed') AS src FROM {raw} t{join} WHERE "
+        f"{scope_t} AND NOT EXISTS (SELECT 1 FROM {hist} h WHERE h.{IS_CURRENT} AND {same})), "
+        f"b AS (SELECT {', '.join(f'h.{q(k)}' for k in target.key)}, max(coalesce(h.{SAP_TO}, "
+        f"h.{SAP_FROM})) AS last_end FROM {hist} h WHERE EXISTS (SELECT 1 FROM n WHERE "
+        f"{key_join('n', 'h', target.key)}) GROUP BY ALL) "
+        f"SELECT {', '.join(f'n.{q(k)}' for k in target.key)}, greatest(n.ts, b.last_end) AS "
+        f"{SAP_FROM}, CASE WHEN b.last_end > n.ts THEN 'clamped' ELSE n.src END AS {SOURCE} "
+        f"FROM n LEFT JOIN b ON {key_join('n', 'b', target.key)}", {"now": now},
     )
 
 
@@ -147,14 +149,13 @@ def write_history(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target, ch
     """Close the current version of changed rows and add the new one, by the `changed` keys
     (work proportional to what changed). An empty history is seeded from the whole stored
     table (a first load is that seed); an old-shape one is migrated first."""
-    hist = ensure_history(con, target)
-    migrate(con, plan, target, hist, zone)
+    hist, raw_cols = ensure_history(con, plan, target, zone)
     if not con.execute(f"SELECT count(*) FROM {hist}").fetchone()[0]:
-        _seed(con, plan, target, hist, now, zone)
+        _seed(con, plan, target, hist, raw_cols, now, zone)
         return
     work = work or f"_hist_{target.table}_new"
     scope_t = _scope(plan, target, changed, "t")
-    add_versions(con, plan, target, hist, scope_t, work, now, zone)
+    add_versions(con, plan, target, hist, raw_cols, scope_t, work, now, zone)
     # A full read (stock per warehouse) also closes rows SAP stopped returning, which no
     # changed key names; the anti-join costs what the full read already cost.
     scope_h = "true" if plan.spec.read_mode == "full" and target is plan.main else \
@@ -175,13 +176,13 @@ def write_history(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target, ch
     con.execute(f"DROP TABLE IF EXISTS temp.{q(work)}")
 
 
-def close_deleted(con: duckdb.DuckDBPyConnection, plan: Plan, now: datetime) -> None:
+def close_deleted(con: duckdb.DuckDBPyConnection, plan: Plan, now: datetime, zone: str) -> None:
     """Records (and their child rows) the deletion scan marked deleted at `now` have no current
     version any more: both validities end at this landing."""
     for target in plan.targets:
         if not target.history or not table_columns(con, "sap_history", target.table):
             continue
-        hist = ensure_history(con, target)
+        hist, _ = ensure_history(con, plan, target, zone)
         con.execute(
             f"UPDATE {hist} h SET {VALID_TO} = $now, {IS_CURRENT} = false, {SAP_TO} = greatest("
             f"h.{SAP_FROM}, $now) FROM {fqn('sap_raw', target.table)} t WHERE h.{IS_CURRENT} AND "
@@ -196,8 +197,9 @@ def reopen_restored(con: duckdb.DuckDBPyConnection, plan: Plan, restored: str, n
     for target in plan.targets:
         if not target.history or not table_columns(con, "sap_history", target.table):
             continue
-        hist = ensure_history(con, target)
+        hist, raw_cols = ensure_history(con, plan, target, zone)
         work = f"_hist_{target.table}_back"
-        add_versions(con, plan, target, hist, _scope(plan, target, restored, "t"), work, now, zone)
+        add_versions(con, plan, target, hist, raw_cols, _scope(plan, target, restored, "t"), work,
+                     now, zone)
         insert_versions(con, target, hist, work, now)
         con.execute(f"DROP TABLE IF EXISTS temp.{q(work)}")

@@ -10,10 +10,8 @@ as a wall clock would; the repeated autumn hour reads as its second occurrence.
 
 from __future__ import annotations
 
-import duckdb
-
 from sap_ometria_assets.lib.landing.plan import Plan, Target
-from sap_ometria_assets.lib.warehouse.sql import lit, table_columns
+from sap_ometria_assets.lib.warehouse.sql import lit
 
 VALID_FROM, VALID_TO, IS_CURRENT = "_valid_from", "_valid_to", "_is_current"
 SAP_FROM, SAP_TO, SOURCE = "valid_from", "valid_to", "valid_from_source"
@@ -39,11 +37,9 @@ def sap_time_sql(alias: str, zone: str, has_time: bool = True) -> tuple[str, str
     return ts, source
 
 
-def own_time(con: duckdb.DuckDBPyConnection, target: Target, alias: str,
-             zone: str) -> tuple[str, str]:
-    """(time, source) SQL of a table's own UpdateDate/UpdateTime; NULLs when it has none
-    (stock per warehouse), which the callers read as the landing time."""
-    cols = table_columns(con, "sap_raw", target.table)
+def own_time(cols: dict[str, str], alias: str, zone: str) -> tuple[str, str]:
+    """(time, source) SQL of a table's own UpdateDate/UpdateTime (`cols`: its columns); NULLs
+    when it has none (stock per warehouse), which the callers read as the landing time."""
     if "UpdateDate" not in cols:
         return "NULL::TIMESTAMPTZ", "NULL"
     return sap_time_sql(alias, zone, has_time="UpdateTime" in cols)
