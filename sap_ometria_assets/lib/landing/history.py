@@ -80,7 +80,8 @@ def _scope(plan: Plan, target: Target, keys: str, alias: str) -> str:
 def _seed(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target, hist: str,
           raw_cols: dict[str, str], now: datetime, zone: str) -> None:
     """An empty history starts with every stored row (one INSERT ... SELECT): their landing
-    time, SAP's time (a child's from its parent's version of that landing), deleted ones closed."""
+    time, SAP's time (a child's from its parent's current version; a child of a deleted
+    parent, which has none, from its landing time), deleted ones closed."""
     raw = fqn("sap_raw", target.table)
     landed = f"coalesce(t.{LANDED_AT}, $now::TIMESTAMPTZ)"
     parent = parent_of(plan, target)
@@ -88,11 +89,10 @@ def _seed(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target, hist: str,
         ts, src = own_time(raw_cols, "t", zone)
         source = f"{raw} t"
     else:
+        # the parent's current version was written just before (this landing's seed or edit)
         ts, src = "p.valid_from", "p.valid_from_source"
-        source = (f"{raw} t ASOF LEFT JOIN (SELECT {q(plan.entity_key)} AS _pk, {VALID_FROM} AS _vf, "  # type: ignore[arg-type]
-                  f"{SAP_FROM} AS valid_from, {SOURCE} AS valid_from_source FROM "
-                  f"{fqn('sap_history', parent.table)}) p ON t.{q(target.parent_key_column)} = p._pk "  # type: ignore[arg-type]
-                  f"AND {landed} >= p._vf")
+        source = (f"{raw} t LEFT JOIN {fqn('sap_history', parent.table)} p ON p.{IS_CURRENT} AND "
+                  f"p.{q(plan.entity_key)} = t.{q(target.parent_key_column)}")  # type: ignore[arg-type]
     start = f"coalesce({ts}, {landed})"
     deleted = f"t.{DELETED_AT}" if DELETED_AT in raw_cols else "NULL::TIMESTAMPTZ"
     con.execute(
