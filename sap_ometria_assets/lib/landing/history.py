@@ -10,8 +10,9 @@
   at the landing that found it deleted. `valid_from_source` says where `valid_from` came from:
   `sap` (UpdateDate + UpdateTime), `sap_day` (UpdateTime missing or unreadable: the start of
   UpdateDate), `landed` (no UpdateDate: the landing time, e.g. stock per warehouse), `clamped`
-  (SAP's time went backwards for this key, a clock or skew problem: moved up to the previous
-  version's start so intervals never overlap; the older version then has an empty interval).
+  (SAP's time went backwards for this key, a clock or skew problem, or a record came back from
+  a deletion with its old UpdateDate: moved up to where the key's previous version started or
+  ended, so intervals never overlap; an older version may then have an empty interval).
 - **This product's landing time**: `_valid_from` / `_valid_to` / `_is_current`, when this
   product learnt (and replaced) the version.
 
@@ -45,6 +46,7 @@ from sap_ometria_assets.lib.landing.plan import Plan, Target, key_join
 from sap_ometria_assets.lib.landing.split import ROW_HASH
 from sap_ometria_assets.lib.sap.tables import DELETED_AT, LANDED_AT
 from sap_ometria_assets.lib.warehouse.sql import fqn, q, table_columns
+
 
 def ensure_history(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target,
                    zone: str) -> tuple[str, dict[str, str]]:
@@ -145,7 +147,7 @@ def insert_versions(con: duckdb.DuckDBPyConnection, target: Target, hist: str, w
 
 
 def write_history(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target, changed: str,
-                  now: datetime, zone: str = "UTC", work: str | None = None) -> None:
+                  now: datetime, zone: str = "UTC") -> None:
     """Close the current version of changed rows and add the new one, by the `changed` keys
     (work proportional to what changed). An empty history is seeded from the whole stored
     table (a first load is that seed); an old-shape one is migrated first."""
@@ -153,7 +155,7 @@ def write_history(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target, ch
     if not con.execute(f"SELECT count(*) FROM {hist}").fetchone()[0]:
         _seed(con, plan, target, hist, raw_cols, now, zone)
         return
-    work = work or f"_hist_{target.table}_new"
+    work = f"_hist_{target.table}_new"
     scope_t = _scope(plan, target, changed, "t")
     add_versions(con, plan, target, hist, raw_cols, scope_t, work, now, zone)
     # A full read (stock per warehouse) also closes rows SAP stopped returning, which no
