@@ -155,13 +155,15 @@ def write_history(con: duckdb.DuckDBPyConnection, plan: Plan, target: Target, ch
     if not con.execute(f"SELECT count(*) FROM {hist}").fetchone()[0]:
         _seed(con, plan, target, hist, raw_cols, now, zone)
         return
+    full = plan.spec.read_mode == "full" and target is plan.main
+    if not full and not con.execute(f"SELECT count(*) FROM {q(changed)}").fetchone()[0]:
+        return   # nothing changed: no scan of the history at all
     work = f"_hist_{target.table}_new"
     scope_t = _scope(plan, target, changed, "t")
     add_versions(con, plan, target, hist, raw_cols, scope_t, work, now, zone)
     # A full read (stock per warehouse) also closes rows SAP stopped returning, which no
     # changed key names; the anti-join costs what the full read already cost.
-    scope_h = "true" if plan.spec.read_mode == "full" and target is plan.main else \
-        _scope(plan, target, changed, "h")
+    scope_h = "true" if full else _scope(plan, target, changed, "h")
     parent = parent_of(plan, target)
     gone = "$now::TIMESTAMPTZ" if parent is None else (
         f"coalesce((SELECT p.{SAP_FROM} FROM {fqn('sap_history', parent.table)} p WHERE "
