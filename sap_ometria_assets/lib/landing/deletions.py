@@ -35,7 +35,7 @@ import duckdb
 
 from sap_ometria_assets.lib.config.settings import Settings
 from sap_ometria_assets.lib.landing.fetch import Fetcher, read_repairing
-from sap_ometria_assets.lib.landing.history import IS_CURRENT, VALID_FROM, VALID_TO, ensure_history
+from sap_ometria_assets.lib.landing.history import close_deleted, reopen_restored
 from sap_ometria_assets.lib.landing.plan import Plan, TempNames, contract_read_type, key_join
 from sap_ometria_assets.lib.landing.results import LandingError, LandResult
 from sap_ometria_assets.lib.landing.shape import read_json_sql, struct_type
@@ -149,7 +149,8 @@ def key_scan(con: duckdb.DuckDBPyConnection, client: Any, spec: SapTable, folder
 
 
 def mark_deletions(con: duckdb.DuckDBPyConnection, plan: Plan, staged: Staged,
-                   scan_keys: str | None, now: datetime, result: LandResult) -> None:
+                   scan_keys: str | None, now: datetime, result: LandResult,
+                   zone: str = "UTC") -> None:
     """`_deleted_at` for keys the scan no longer finds; cleared for keys that came back."""
     main = plan.main
     tbl = fqn("sap_raw", main.table)
@@ -195,22 +196,12 @@ def mark_deletions(con: duckdb.DuckDBPyConnection, plan: Plan, staged: Staged,
             f"SELECT count(*) FROM {cfqn} WHERE {DELETED_AT} = $now", {"now": now}
         ).fetchone()[0]
     if main.history:
-        hist = ensure_history(con, main)
-        # A deleted record has no current version; one that came back gets a new version.
-        con.execute(
-            f"UPDATE {hist} h SET {VALID_TO} = $now, {IS_CURRENT} = false FROM {tbl} t WHERE "
-            f"h.{IS_CURRENT} AND {key_join('h', 't', key)} AND t.{DELETED_AT} = $now",
-            {"now": now},
-        )
+        # A deleted record (and its child rows) has no current version; one that came back
+        # gets a new version.
+        close_deleted(con, plan, now, zone)
         if restored:
             back = staged.names("restored")
             con.execute(f"CREATE TEMP TABLE {q(back)} AS SELECT {keys_sql} FROM {tbl} t LIMIT 0")
             con.executemany(f"INSERT INTO {q(back)} VALUES ({', '.join('?' for _ in key)})",
                             [list(r) for r in restored])
-            con.execute(
-                f"INSERT INTO {hist} BY NAME SELECT t.*, $now::TIMESTAMPTZ AS {VALID_FROM}, "
-                f"NULL::TIMESTAMPTZ AS {VALID_TO}, true AS {IS_CURRENT} FROM {tbl} t WHERE EXISTS "
-                f"(SELECT 1 FROM {q(back)} b WHERE {key_join('b', 't', key)}) AND NOT EXISTS "
-                f"(SELECT 1 FROM {hist} h WHERE h.{IS_CURRENT} AND {key_join('h', 't', key)})",
-                {"now": now},
-            )
+            reopen_restored(con, plan, back, now, zone)

@@ -63,11 +63,12 @@ merge.py (types conformed, rows merged), deletions.py (key scan and its guard), 
    count equals the collection's `$count` and that deletes at most SAP_B1_DELETION_MAX_SHARE of
    the live records may mark anything (deletions.py; `deletion_scan_refused`).
    Watermarks never pass now + SAP_B1_FUTURE_SKEW_MINUTES (company time; `future_update_date`).
-6. **History** (`sap_history.ocrd`, `.ordr`, `.rdr1`): SCD type 2 with `_row_hash`,
-   `_valid_from`, `_valid_to` (NULL = current) and `_is_current`; only changed rows make a new
-   version. Validity is landing time (when this product learnt the version); SAP's own
-   UpdateDate/UpdateTime are in the row. A first load (nothing stored, nothing superseded)
-   writes the rows and their first versions without comparing anything.
+6. **History** (`sap_history`: business partners and addresses, items and prices, stock, every
+   document's headers, lines and expenses; history.py): SCD type 2, only changed rows make a
+   new version. Two validities: `valid_from`/`valid_to`, SAP's change time (UpdateDate +
+   UpdateTime in the company time zone; child rows take their header's), and
+   `_valid_from`/`_valid_to`/`_is_current`, when this product landed the version. A first load
+   writes every first version in one INSERT ... SELECT without comparing anything.
 7. `sap_meta.extract_columns` records the columns each extract returned (contract checks).
 """
 
@@ -214,7 +215,7 @@ def land_table(
             with transaction(con):
                 merge_all(con, plan, staged, result, now,
                           None if verdict is not None and verdict.refused else scan_keys,
-                          full_refresh)
+                          full_refresh, settings.sap_ometria_timezone)
                 if verdict is not None:
                     record_verdict(con, verdict, now)
                 wm_after = _advance_watermark(con, plan, staged,

@@ -177,17 +177,15 @@ def _ensure_table(con: duckdb.DuckDBPyConnection, target: Target, cols: list[Col
 
 
 def merge_all(con: duckdb.DuckDBPyConnection, plan: Plan, staged: Staged, result: LandResult,
-              now: datetime, scan_keys: str | None, full_refresh: bool) -> None:
+              now: datetime, scan_keys: str | None, full_refresh: bool,
+              zone: str = "UTC") -> None:
     main = plan.main
     changed = staged.names("changed")
-    empty_before: set[str] = set()   # tables this landing writes from scratch
     for target in plan.targets:
         counts = result.tables.setdefault(target.table, TableCounts())
         stage, cols = staged.tables[target.table], staged.cols[target.table]
         _conform(con, target, stage, cols, now)
         _ensure_table(con, target, cols, now, counts)
-        if not con.execute(f"SELECT count(*) FROM {fqn('sap_raw', target.table)}").fetchone()[0]:
-            empty_before.add(target.table)
         counts.rows_landed = con.execute(
             f"SELECT count(*) FROM {q(stage)} WHERE {keys_present(target.key)}").fetchone()[0]
     main_stage = staged.tables[main.table]
@@ -230,11 +228,11 @@ def merge_all(con: duckdb.DuckDBPyConnection, plan: Plan, staged: Staged, result
         main_counts.rows_removed = int(removed[0]) if removed else 0
     # Deletions and restorations (master data).
     if main.master_data:
-        mark_deletions(con, plan, staged, scan_keys, now, result)
+        mark_deletions(con, plan, staged, scan_keys, now, result, zone)
     # History after everything else, from the rows as stored.
     for target in plan.targets:
         if target.history:
-            write_history(con, plan, target, changed, now, every=target.table in empty_before)
+            write_history(con, plan, target, changed, now, zone)
     clear_rejects(con, plan, staged, full_read=result.read == "full")
     if staged.rejects:
         record_rejects(con, plan, staged, now, result)

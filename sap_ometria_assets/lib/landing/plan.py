@@ -162,7 +162,7 @@ def _child_target(child: ChildTable, parent: SapTable) -> Target:
         table=child.table, key=child.key, contract=child.columns, udf_table=child.udf_table,
         collection=child.collection, parent_key_column=child.parent_key_column,
         master_data=parent.is_master_data,
-        history=parent.history and child.collection == "DocumentLines",
+        history=parent.history,
     )
 
 
@@ -176,7 +176,7 @@ def plan_for(spec: SapTable) -> Plan:
         collection, entity_key = COLLECTION_TABLES[spec.table]
         main = Target(
             table=spec.table, key=spec.key, contract=spec.columns, udf_table=spec.udf_table,
-            collection=collection, parent_key_column=entity_key,
+            collection=collection, parent_key_column=entity_key, history=spec.history,
         )
         return Plan(spec, main, (), entity_key, f"{entity_key},{collection}", frozenset())
     if spec.children and len(spec.key) != 1:

@@ -6,7 +6,7 @@ from; SAP's own property list (`properties.json`, generated from a real Service 
 `$metadata` by `tests/fixtures/sap/extract_properties.py`) for every other standard property,
 which gives its SQL column (`EmailAddress` is `OCRD.E_Mail`), its type and, for enums, the codes;
 and the company's UserFieldsMD (`sap_raw.cufd.Description`) for user-defined fields `U_*`.
-Columns the landing adds (`_landed_at`, ...) are described here too.
+Columns the landing adds (`_landed_at`, ...) and sap_history's validities are described here too.
 """
 
 from __future__ import annotations
@@ -15,6 +15,14 @@ import json
 from functools import cache
 from importlib.resources import files
 
+from sap_ometria_assets.lib.landing.history_time import (
+    IS_CURRENT,
+    SAP_FROM,
+    SAP_TO,
+    SOURCE,
+    VALID_FROM,
+    VALID_TO,
+)
 from sap_ometria_assets.lib.landing.split import ROW_HASH
 from sap_ometria_assets.lib.sap.tables import (
     DELETED_AT,
@@ -177,6 +185,15 @@ LANDING_COLUMNS: dict[str, str] = {
     DELETED_AT: "When a key scan found the record missing in SAP (deleted there); NULL: present",
     IS_CANCELLATION: "True for a cancellation document (CancelStatus csCancellation)",
     ROW_HASH: "Hash of the row's content, to tell changed rows (added by the landing)",
+    # sap_history's validities (docs/contracts.md, sap_history)
+    SAP_FROM: "sap_history: when SAP says this version began: UpdateDate + UpdateTime in the "
+              "company time zone (child rows: their header's)",
+    SAP_TO: "sap_history: when SAP's next version began, or the row went; NULL while current",
+    SOURCE: "sap_history: where valid_from comes from: sap, sap_day (no UpdateTime), landed "
+            "(no UpdateDate: landing time), clamped (SAP's time went backwards)",
+    VALID_FROM: "sap_history: when this product landed this version",
+    VALID_TO: "sap_history: when this product landed the next version or found the row gone",
+    IS_CURRENT: "sap_history: true for the version SAP holds now (as of the last landing)",
 }
 
 UDF_FALLBACK = "User-defined field; its description is in sap_raw.cufd.Description"

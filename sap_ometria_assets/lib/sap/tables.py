@@ -69,7 +69,7 @@ class SapTable:
     is_document: bool = False       # marketing document: cancellations flagged, never deleted
     is_master_data: bool = False    # deletions detected by a key scan
     udf_table: str | None = None    # CUFD TableName of this entity's UDFs
-    history: bool = False           # SCD2 history kept in sap_history
+    history: bool = False           # SCD2 history kept in sap_history (children too)
     filter: str | None = None       # fixed $filter, if any
     # Contract columns no downstream asset needs: landed NULL when SAP stops sending them, and
     # their absence only warns. Every other contract column is essential to the table's dependents.
@@ -273,9 +273,9 @@ SAP_TABLES: tuple[SapTable, ...] = (
         ),
     ),
     _document("ordr", "rdr1", "rdr3", "Orders", "Sales Orders", history=True),
-    _document("odln", "dln1", "dln3", "DeliveryNotes", "Deliveries"),
-    _document("oinv", "inv1", "inv3", "Invoices", "A/R Invoices"),
-    _document("orin", "rin1", "rin3", "CreditNotes", "A/R Credit Memos"),
+    _document("odln", "dln1", "dln3", "DeliveryNotes", "Deliveries", history=True),
+    _document("oinv", "inv1", "inv3", "Invoices", "A/R Invoices", history=True),
+    _document("orin", "rin1", "rin3", "CreditNotes", "A/R Credit Memos", history=True),
     SapTable(
         table="oitm",
         entity_set="Items",
@@ -286,6 +286,7 @@ SAP_TABLES: tuple[SapTable, ...] = (
         read_mode="incremental",
         is_master_data=True,
         udf_table="OITM",
+        history=True,
         columns={
             "ItemCode": TEXT,
             "ItemName": TEXT,
@@ -324,6 +325,7 @@ SAP_TABLES: tuple[SapTable, ...] = (
         key=("ItemCode", "WarehouseCode"),
         read_mode="full",
         udf_table="OITW",
+        history=True,
         columns={
             "ItemCode": TEXT,
             "WarehouseCode": TEXT,
