@@ -2,7 +2,7 @@
 
 Each warehouse has its own lake: `<warehouse dir>/lake/catalog.sqlite` (the DuckLake catalog:
 which Parquet files make up which table at which snapshot) and `<warehouse dir>/lake/data/`
-(the Parquet files). SQLite as the catalog lets any number of readers on this machine open the
+(the Parquet files). SQLite as the catalog (in WAL mode) lets any number of readers on this machine open the
 lake while a sync publishes into it; a reader never takes a lock the sync waits for, and the
 sync never writes a file a reader is scanning (DuckLake only adds files, and deletes them when
 their snapshots have expired).
@@ -15,6 +15,8 @@ BI tools (`duckdb -init data/demo/lake/open.sql`).
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ import duckdb_extension_ducklake
 import duckdb_extension_sqlite_scanner
 
 from sap_ometria_assets.lib.warehouse.sql import lit
+
+log = logging.getLogger(__name__)
 
 ALIAS = "lake"
 # who wrote a snapshot (DuckLake's commit author): the initial empty snapshot has none
@@ -109,9 +113,25 @@ class Lake:
         return self.open_sql
 
 
+def ensure_wal(catalog: Path) -> None:
+    """Put the SQLite catalogue in WAL mode (creating the file when missing). In SQLite's
+    default mode a reader's open transaction (a BI session, a notebook) makes the publish's
+    commit fail with "database is locked"; in WAL mode readers and the one writer never block
+    each other, and a reader keeps the snapshot it started with. The mode is kept in the file."""
+    con = sqlite3.connect(catalog, timeout=30)
+    try:
+        if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            con.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as exc:  # a reader of an old catalogue holds it: next time
+        log.warning("lake catalogue %s not switched to WAL yet: %s", catalog, exc)
+    finally:
+        con.close()
+
+
 def attach_for_writing(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     """Attach the lake (created when missing) to a connection that publishes into it."""
     lake.data.mkdir(parents=True, exist_ok=True)
+    ensure_wal(lake.catalog)
     load_extensions(con)
     con.execute(lake.attach_sql(read_only=False))
 

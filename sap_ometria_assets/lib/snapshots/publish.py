@@ -2,8 +2,9 @@
 
 What is published: every table and view of the schemas people read (`PUBLISHED_SCHEMAS`),
 under the same schema.table names, except the transforms' private state (tables whose name
-starts with `_`). `sap_meta` (watermarks, extract columns) is the sync's bookkeeping and stays
-private. No table holds a secret (secrets are never written to DuckDB), so nothing is filtered.
+starts with `_`). `sap_meta` (watermarks, extract columns, rejected values) goes too: "up to
+which SAP change was this landed" is a reader's question. No table holds a secret (secrets are
+never written to DuckDB), so nothing is filtered.
 
 Cost follows what changed, not the warehouse:
 - only candidate tables are looked at: the ones the run wrote (the caller names them), or all;
@@ -38,7 +39,7 @@ from sap_ometria_assets.lib.snapshots.lake import ALIAS, AUTHOR, Lake, attach_fo
 from sap_ometria_assets.lib.snapshots.scope import is_candidate
 from sap_ometria_assets.lib.warehouse.sql import lit, q
 
-PUBLISHED_SCHEMAS = ("sap_raw", "sap_history", "ometria", "ometria_push", "ops", "recon")
+PUBLISHED_SCHEMAS = ("sap_raw", "sap_history", "sap_meta", "ometria", "ometria_push", "ops", "recon")
 
 Key = tuple[str, str]
 

@@ -2,7 +2,7 @@
 
 The publish looks only at those (and at tables the lake does not have yet), so a stock run
 every 15 minutes compares the stock tables, not the whole warehouse. A landed SAP table writes
-its `sap_raw` table and its `sap_history` table; an Ometria-ready asset its `ometria` table;
+its `sap_raw` table, its `sap_history` table and the landing bookkeeping (`sap_meta`); an Ometria-ready asset its `ometria` table;
 the push, exception and reconciliation assets write several tables of their schema (ledger,
 requests, sent records...; exceptions and their history; the recon tables), so their whole
 schema is a candidate (`(schema, "*")`). An asset this map does not know (the backfill writes
@@ -31,7 +31,7 @@ def tables_written(asset_keys: Iterable[_Key]) -> set[tuple[str, str]] | None:
             return None
         group, name = path
         if group == "sap_raw":
-            tables |= {("sap_raw", name), ("sap_history", name)}
+            tables |= {("sap_raw", name), ("sap_history", name), ("sap_meta", WHOLE_SCHEMA)}
         elif group == "ometria":
             tables.add(("ometria", name))
         elif group in _SCHEMA_WIDE:
