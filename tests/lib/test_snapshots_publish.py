@@ -166,3 +166,18 @@ def test_as_of_resolves_ids_and_times_and_refuses_the_rest(warehouse):
         resolve_as_of(lake, "2001-01-01")
     with pytest.raises(LakeError, match="neither a snapshot id nor a timestamp"):
         resolve_as_of(lake, "yesterday")
+
+
+def test_row_hashes_read_few_columns_but_every_one_that_can_change_alone():
+    from sap_ometria_assets.lib.snapshots.publish import row_hash_columns
+
+    sap = ["CardCode", "CardName", "Phone1", "_row_hash", "_landed_at", "_deleted_at"]
+    assert row_hash_columns("sap_raw", "ocrd", sap) == ["CardCode", "_row_hash", "_landed_at", "_deleted_at"]
+    # history: SAP's change time columns (not SAP properties) count, the properties do not
+    history = [*sap, "valid_from", "valid_to", "_valid_from", "_valid_to"]
+    assert set(row_hash_columns("sap_history", "ocrd", history, frozenset(sap))) == {
+        "CardCode", "_row_hash", "_landed_at", "_deleted_at", "valid_from", "valid_to",
+        "_valid_from", "_valid_to"}
+    orders = ["id", "status", "payload", "payload_hash", "held_back_reason"]
+    assert row_hash_columns("ometria", "orders", orders) == ["id", "status", "payload_hash", "held_back_reason"]
+    assert row_hash_columns("recon", "orders_by_day", ["day", "n"]) == ["day", "n"]

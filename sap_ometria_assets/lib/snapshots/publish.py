@@ -12,8 +12,9 @@ Cost follows what changed, not the warehouse:
   warehouse alone) is compared with the one remembered at the last publish: an unchanged table
   costs one scan of its fingerprint columns and never touches the lake;
 - a changed table is compared row by row with the lake's current rows on the same row hashes
-  (for landed SAP tables: the key, `_row_hash` and the landing columns `_landed_at`,
-  `_deleted_at`...; for every other table the whole row): rows whose hash disappeared are
+  (for landed SAP tables and their history: the key, `_row_hash` and the columns that are not
+  SAP properties, `_landed_at`, `_deleted_at`, validity times...; for Ometria records every
+  column but the JSON `payload`, which `payload_hash` stands for; elsewhere the whole row): rows whose hash disappeared are
   deleted from the lake, rows whose hash is new are inserted;
 - exact duplicate rows that came out in another number make the table be copied whole; so does
   a change of column type (the lake table is re-created). A new column is an `ALTER TABLE ...
@@ -69,12 +70,20 @@ def _sap_keys() -> dict[str, tuple[str, ...]]:
 SAP_KEYS = _sap_keys()
 
 
-def row_hash_columns(schema: str, table: str, columns: list[str]) -> list[str]:
-    """The columns whose hash identifies a version of a row (see the module docstring)."""
-    if schema == "sap_raw" and "_row_hash" in columns and table in SAP_KEYS:
-        wanted = [*SAP_KEYS[table], *(c for c in columns if c.startswith("_"))]
+def row_hash_columns(schema: str, table: str, columns: list[str],
+                     sap_columns: frozenset[str] = frozenset()) -> list[str]:
+    """The columns whose hash identifies a version of a row (see the module docstring): the
+    narrower, the less of the lake a publish reads. SAP rows: `_row_hash` stands for SAP's
+    properties (`sap_columns`: the landed table's), so the key, `_row_hash` and every column
+    that is not a SAP property (landing and history times) are enough. Ometria records:
+    `payload_hash` stands for the JSON `payload`."""
+    if schema in ("sap_raw", "sap_history") and "_row_hash" in columns and table in SAP_KEYS:
+        wanted = [*SAP_KEYS[table], *(c for c in columns
+                                      if c.startswith("_") or (sap_columns and c not in sap_columns))]
         if all(c in columns for c in wanted):
-            return wanted
+            return list(dict.fromkeys(wanted))
+    if "payload" in columns and "payload_hash" in columns:
+        return [c for c in columns if c != "payload"]
     return columns
 
 
@@ -126,6 +135,11 @@ class _Publisher:
         self.wh = warehouse_db
         self.result = PublishResult(None)
         self.temps: list[str] = []
+        self.sap_columns: dict[str, frozenset[str]] = {}  # sap_raw table -> its columns
+
+    def hash_columns(self, key: Key, columns: list[str]) -> list[str]:
+        sap = self.sap_columns.get(key[1], frozenset()) if key[0] == "sap_history" else frozenset()
+        return row_hash_columns(key[0], key[1], columns, sap)
 
     def src(self, key: Key) -> str:
         return f"{q(self.wh)}.{q(key[0])}.{q(key[1])}"
@@ -139,7 +153,7 @@ class _Publisher:
 
     def fingerprint(self, key: Key, columns: dict[str, str]) -> str:
         """Row count, sum of row hashes and the column types: equal = same content."""
-        h = _row_hash(row_hash_columns(key[0], key[1], list(columns)))
+        h = _row_hash(self.hash_columns(key, list(columns)))
         n, total = self.con.execute(f"SELECT count(*), sum({h}) FROM {self.src(key)}").fetchall()[0]
         types = hashlib.sha256(json.dumps(columns).encode()).hexdigest()[:12]
         return f"{n}:{total or 0}:{types}"
@@ -155,7 +169,7 @@ class _Publisher:
         if added or dropped:  # rare (SAP added a field): evolve the table, copy its rows again
             return {"action": "evolve", "added": added, "dropped": dropped}
         self.result.tables_diffed += 1
-        h = _row_hash(row_hash_columns(key[0], key[1], list(wh_cols)))
+        h = _row_hash(self.hash_columns(key, list(wh_cols)))
         diff = f"_publish_diff_{len(self.temps)}"
         self.temps.append(diff)
         # one scan of each side: hashes only in the lake (delete) or only here (insert)
@@ -251,6 +265,7 @@ def _compare_and_write(pub: _Publisher, run_id: str | None, candidates: set[Key]
     con = pub.con
     tables, views = objects(con, pub.wh)
     lake_tables, lake_views = objects(con, ALIAS)
+    pub.sap_columns = {t: frozenset(cols) for (s, t), cols in tables.items() if s == "sap_raw"}
     info = _last_commit_info(con)
     remembered: dict[str, str] = dict(info.get("fingerprints") or {})
     fingerprints = {k: v for k, v in remembered.items() if tuple(k.split(".", 1)) in tables}
