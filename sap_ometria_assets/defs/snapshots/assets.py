@@ -37,7 +37,7 @@ UPSTREAM_KEYS = sorted(
 
 def _materialised_this_run(context: dg.AssetExecutionContext) -> list[dg.AssetKey]:
     records = context.instance.get_records_for_run(
-        run_id=context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=100_000)
+        run_id=context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=100_000)
     keys = []
     for record in records.records:
         event = record.event_log_entry.dagster_event
@@ -67,7 +67,7 @@ def published(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
         candidates.add(("ops", "alerts"))
     lake = Lake.for_warehouse(warehouse.path)
     with warehouse.connect() as con:
-        result = publish(con, lake, context.run_id, candidates,
+        result = publish(con, lake, context.run.run_id, candidates,
                          retention_days=settings.sap_ometria_snapshot_retention_days)
     changed = sorted(result.tables_created + result.tables_changed)
     if result.snapshot_id is None:
