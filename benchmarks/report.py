@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from benchmarks.publish import REPORT_HEAD as PUBLISH_HEAD
+from benchmarks.publish import report_rows as publish_rows
+
 FEEDS = ("contacts", "products", "orders", "stock")
 OMETRIA_REQUESTS_PER_S = 4.0   # Ometria's documented ceiling: ~100 records a request, ~4 requests/s
 CORE_PHASES = ("land", "transform", "push", "checks")
@@ -208,6 +211,8 @@ def _scale_section(s: dict[str, Any]) -> str:
     head = ["stage", "wall s", "records", "records/s", "peak RSS MiB", "notes"]
     rows = _stage_rows(s, s.get("stages", {}), False) + _stage_rows(s, s.get("incremental", {}), True)
     out += ["### Stages", "", _md(rows, head), ""]
+    if publish_rows(s):  # benchmarks/publish.py
+        out += ["### Publish (the DuckLake snapshot people read)", "", _md(publish_rows(s), PUBLISH_HEAD), ""]
 
     base = s.get("baselines", {})
     if base or d.get("our_orders_per_s"):

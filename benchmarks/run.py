@@ -42,7 +42,8 @@ from benchmarks.common import (
 )
 from benchmarks.hosts import BENCH_OMETRIA_KEY, BENCH_SAP_PASSWORD
 
-ALL_STAGES = ("land", "baselines", "dlt", "transform", "push_dry", "push", "readback", "checks", "incremental")
+ALL_STAGES = ("land", "baselines", "dlt", "transform", "push_dry", "push", "readback", "checks", "publish",
+              "incremental")
 DEFAULT_SCALES = (1.0, 10.0, 100.0)
 
 
@@ -180,6 +181,9 @@ def bench_scale(scale: float, stages: set[str], dlt_limit: int, root: Path, log=
                 "square of the records")
         if "checks" in stages:
             phase("checks", "checks", out["stages"])
+        if "publish" in stages:  # benchmarks/publish.py
+            log(f"[x{scale:g}] publish (first: everything into the lake) ...")
+            out["stages"]["publish"] = worker.run("publish", "publish", *wd)
         if "incremental" in stages:
             inc = out["incremental"]
             worker.run("hashes_save", "hashes", *wd, "--save")
@@ -192,6 +196,8 @@ def bench_scale(scale: float, stages: set[str], dlt_limit: int, root: Path, log=
                 inc["push_dry"] = worker.run("inc_push_dry", "push_dry", *wd)
             phase("inc_push", "push", inc)
             phase("inc_checks", "checks", inc)
+            if "publish" in stages:
+                inc["publish"] = worker.run("inc_publish", "publish", *wd)
         out["emulators"] = {"sap": sap.command(cmd="stats"), "ometria": om.command(cmd="stats")}
         for h in out["emulators"].values():
             h.pop("ok", None)

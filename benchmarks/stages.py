@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import current_rss_mb, emit, peak_rss_mb
+from benchmarks.publish import stage_publish
 
 FEEDS = ("contacts", "products", "orders", "stock")
 
@@ -320,6 +321,7 @@ def stage_dlt(args: argparse.Namespace) -> dict[str, Any]:
 
 STAGES = {"dagster": stage_dagster, "push_dry": stage_push_dry, "hashes": stage_hashes,
           "pages": stage_pages, "read_json": stage_read_json, "dlt": stage_dlt}
+STAGES["publish"] = stage_publish  # benchmarks/publish.py
 
 
 def main(argv: list[str] | None = None) -> int:

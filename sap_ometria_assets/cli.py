@@ -1,4 +1,5 @@
-"""`sap-ometria`: the commands behind `make demo`, `make sync` and `make advance`.
+"""`sap-ometria`: the commands behind `make demo`, `make sync` and `make advance`, and
+`sap-ometria sql` / `snapshots` on the published snapshots (console/snapshots.py).
 
 A sync is one Dagster run of every asset (landing, Ometria-ready, push, checks, exceptions,
 reconciliation) executed in this process against the instance in `DAGSTER_HOME`, so it shows
@@ -17,6 +18,7 @@ import sys
 
 from rich.console import Console
 
+from sap_ometria_assets.console.snapshots import run_list, run_sql
 from sap_ometria_assets.emulators.sap_b1.embedded import advance_demo_clock
 from sap_ometria_assets.lib.automation.alerts import make_alert
 from sap_ometria_assets.lib.automation.spool import raise_alerts
@@ -122,6 +124,42 @@ def cmd_advance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warehouse_of(args: argparse.Namespace):
+    settings = get_settings(refresh=True)
+    return settings.demo_dir / "warehouse.duckdb" if args.demo else settings.duckdb_path
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    try:
+        warehouse = _warehouse_of(args)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return run_sql(warehouse, args.query, args.as_of, args.tsv, console=_console())
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    try:
+        warehouse = _warehouse_of(args)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return run_list(warehouse, args.tsv, console=_console())
+
+
+def _add_lake_commands(sub) -> None:
+    """`sql` and `snapshots`: read the published snapshots (console/snapshots.py)."""
+    sql = sub.add_parser("sql", help="read-only SQL on a published snapshot (latest by default)")
+    sql.add_argument("query", help='e.g. "SELECT count(*) FROM ometria.orders"')
+    sql.add_argument("--as-of", help="snapshot id or timestamp (UTC unless an offset is given)")
+    snaps = sub.add_parser("snapshots", help="list the published snapshots, newest first")
+    for cmd, func in ((sql, cmd_sql), (snaps, cmd_snapshots)):
+        cmd.add_argument("--tsv", action="store_true", help="tab-separated output for scripts")
+        cmd.add_argument("--demo", action="store_true",
+                         help="the demo's snapshots (data/demo/lake) instead of the warehouse's")
+        cmd.set_defaults(func=func)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sap-ometria", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     adv = sub.add_parser("advance", help="advance the demo company's clock")
     adv.add_argument("--ticks", type=int, default=1)
     adv.set_defaults(func=cmd_advance)
+    _add_lake_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

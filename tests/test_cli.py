@@ -114,7 +114,7 @@ def test_demo_prints_a_short_summary_with_money_in_the_company_currency(tmp_path
     lines = out.strip().splitlines()
     assert len(lines) <= 40, out
     assert "DEBUG" not in out and "finished" not in out.lower()
-    phases = ("landing", "building", "pushing", "checking", "reconciling")
+    phases = ("landing", "building", "pushing", "checking", "reconciling", "publishing")
     shown = [line.split()[0] for line in lines if line.split() and line.split()[0] in phases]
     assert tuple(shown) == phases, out  # one line per phase, in phase order
     assert all(" done " in line for line in lines if line.split() and line.split()[0] in phases)

@@ -63,7 +63,8 @@ def test_asset_inventory_by_group(keys_by_group):
     assert keys_by_group.get("ops"), "no exceptions assets (group ops)"
     assert keys_by_group.get("recon"), "no reconciliation assets (group recon)"
     assert keys_by_group["backfill"] == {"backfill/orders", "backfill/credit_memos"}
-    assert set(keys_by_group) == {"sap_raw", "ometria", "ometria_push", "ops", "recon", "backfill"}
+    assert keys_by_group["snapshots"] == {"snapshots/published"}
+    assert set(keys_by_group) == {"sap_raw", "ometria", "ometria_push", "ops", "recon", "backfill", "snapshots"}
 
 
 def test_jobs_schedules_sensors(defs):
@@ -104,7 +105,8 @@ def test_blocking_contract_checks_guard_the_landing(defs):
 def test_deletion_scan_job_turns_the_scan_on(defs):
     job = defs.resolve_job_def("nightly_deletion_scan_job")
     selected = {"/".join(k.path) for k in job.asset_layer.selected_asset_keys}
-    assert selected == {"sap_raw/ocrd", "sap_raw/crd1", "sap_raw/oitm", "sap_raw/itm1"}
+    assert selected == {"sap_raw/ocrd", "sap_raw/crd1", "sap_raw/oitm", "sap_raw/itm1",
+                        "snapshots/published"}
     from sap_ometria_assets.defs.automation.jobs import deletion_scan_run_config
 
     config = deletion_scan_run_config()["ops"]
@@ -129,3 +131,14 @@ def test_operations_guide_covers_every_rule_check_and_automation(defs):
     )
     missing = sorted(n for n in names if n not in guide)
     assert not missing, f"docs/operations.md does not explain {missing}"
+
+
+def test_every_writing_job_ends_with_the_publish_of_a_snapshot(defs):
+    """People read the published snapshot: every job that writes the warehouse publishes last."""
+    graph = defs.resolve_asset_graph()
+    published = dg.AssetKey(["snapshots", "published"])
+    upstream = graph.get(published).parent_keys
+    assert upstream == graph.get_all_asset_keys() - {published}  # after everything, skipped on failure
+    for name in ("sync_stock_job", "land_sap_job", "push_ometria_job", "nightly_deletion_scan_job",
+                 "reconcile_job", "full_sync_job", "backfill_documents_job"):
+        assert published in defs.resolve_job_def(name).asset_layer.selected_asset_keys, name

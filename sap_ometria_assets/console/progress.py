@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 PHASES: dict[str, str] = {
     "sap_raw": "landing", "ometria": "building", "ometria_push": "pushing",
-    "ops": "checking", "recon": "reconciling",
+    "ops": "checking", "recon": "reconciling", "snapshots": "publishing",
 }
 # per phase: the materialization metadata it adds up, and what that number is
 COUNTS: dict[str, tuple[str, str]] = {
@@ -32,6 +32,7 @@ COUNTS: dict[str, tuple[str, str]] = {
     "pushing": ("records_sent", "records sent"),
     "checking": ("open_exceptions", "open exceptions"),
     "reconciling": ("dagster/row_count", "rows compared"),
+    "publishing": ("rows_inserted", "rows published"),
 }
 
 

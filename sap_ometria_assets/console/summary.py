@@ -18,7 +18,7 @@ from sap_ometria_assets.console.run import SyncOutcome
 from sap_ometria_assets.lib.config.settings import PROJECT_ROOT
 from sap_ometria_assets.lib.quality.checks_config import mapping_facts
 from sap_ometria_assets.lib.sync_exceptions.summaries import OpenMoney, open_money
-from sap_ometria_assets.lib.warehouse.db import connect
+from sap_ometria_assets.lib.snapshots.lake import Lake, open_reader
 
 # business object -> (asset giving its SAP count, metadata key, push asset)
 OBJECTS = (
@@ -91,7 +91,8 @@ def print_summary(outcome: SyncOutcome, duckdb_path: Path, console: Console) -> 
     out = [f"Sync done in {outcome.elapsed:.1f}s. Log: {shown(outcome.log_path)}; "
            f"warehouse: {shown(duckdb_path)}", *object_lines(outcome.metadata)]
     try:
-        with connect(duckdb_path, read_only=True, wait_s=5) as con:
+        # from the snapshot the run just published: the working warehouse is the sync's alone
+        with open_reader(Lake.for_warehouse(duckdb_path)) as con:
             out += exception_lines(open_money(con, mapping_facts().local_currency))
     except Exception as exc:  # the sync itself succeeded; say why the register is not shown
         out.append(f"Open exceptions not shown ({type(exc).__name__}: {str(exc)[:200]}).")
@@ -102,7 +103,8 @@ def print_summary(outcome: SyncOutcome, duckdb_path: Path, console: Console) -> 
     report = duckdb_path.parent / "reports" / "latest.html"
     if report.exists():
         out.append(f"Health report (open in a browser): {shown(report)}")
-    out.append("Details: ops.sync_exceptions in the warehouse, docs/operations.md.")
+    out.append("Details: ops.sync_exceptions in the published snapshot (`sap-ometria sql`, "
+               "docs/operations.md).")
     for line in out:
         console.print(line, soft_wrap=True)
 

@@ -80,6 +80,10 @@ STAND_INS = [
     _downstream(["ops", "sync_exceptions"], "ops", [["ometria", "contacts"]]),
     _downstream(["recon", "net_revenue"], "recon", [["ometria_push", "contacts"]]),
 ]
+# the publish ends every job (defs/snapshots): after everything above
+STAND_INS.append(_downstream(
+    ["snapshots", "published"], "snapshots",
+    [k.path for a in STAND_INS for k in a.keys]))
 
 
 @pytest.fixture
@@ -131,7 +135,9 @@ def landing_runs(defs):
 
 def test_jobs_select_the_right_layers(defs):
     def keys(name):
-        return {k.to_user_string() for k in defs.resolve_job_def(name).asset_layer.selected_asset_keys}
+        selected = {k.to_user_string() for k in defs.resolve_job_def(name).asset_layer.selected_asset_keys}
+        assert "snapshots/published" in selected, name  # every job publishes last
+        return selected - {"snapshots/published"}
 
     assert keys("sync_stock_job") == {"sap_raw/oitw", "sap_raw/owhs", "ometria/stock", "ometria_push/stock"}
     landing = keys("land_sap_job")
@@ -229,7 +235,7 @@ def test_a_blocking_check_failure_holds_back_only_what_is_downstream_of_its_tabl
     request = sensors.push_after_blocked_landing(context)
     assert isinstance(request, dg.RunRequest)
     assert {k.to_user_string() for k in request.asset_selection} == {
-        "ometria/products", "ometria_push/products", "ops/sync_exceptions"}
+        "ometria/products", "ometria_push/products", "ops/sync_exceptions", "snapshots/published"}
     assert request.tags[sensors.HELD_BACK_TAG] == "ometria/contacts,ometria_push/contacts"
     assert request.run_key == f"push-after-{result.run_id}"
 

@@ -48,14 +48,20 @@ DELETION_SCAN_TABLES = tuple(
 )
 DELETION_SCAN_KEYS = [dg.AssetKey(["sap_raw", name]) for name in DELETION_SCAN_TABLES]
 
-stock_selection = dg.AssetSelection.assets(*STOCK_KEYS)
-landing_selection = dg.AssetSelection.groups("sap_raw") - dg.AssetSelection.assets(*STOCK_LANDING_KEYS)
-push_selection = dg.AssetSelection.groups("ometria", "ometria_push", "ops") - dg.AssetSelection.assets(
+# The published snapshot (defs/snapshots) ends every writing job: it depends on every asset,
+# so it runs last and is skipped when a step before it fails.
+PUBLISHED = dg.AssetKey(["snapshots", "published"])
+publish_selection = dg.AssetSelection.assets(PUBLISHED)
+
+stock_selection = dg.AssetSelection.assets(*STOCK_KEYS) | publish_selection
+landing_selection = (dg.AssetSelection.groups("sap_raw")
+                     - dg.AssetSelection.assets(*STOCK_LANDING_KEYS)) | publish_selection
+push_selection = (dg.AssetSelection.groups("ometria", "ometria_push", "ops") - dg.AssetSelection.assets(
     dg.AssetKey(["ometria", "stock"]), dg.AssetKey(["ometria_push", "stock"])
-)
-reconcile_selection = dg.AssetSelection.groups("recon")
+)) | publish_selection
+reconcile_selection = dg.AssetSelection.groups("recon") | publish_selection
 full_sync_selection = dg.AssetSelection.all() - dg.AssetSelection.groups("backfill")
-deletion_scan_selection = dg.AssetSelection.assets(*DELETION_SCAN_KEYS)
+deletion_scan_selection = dg.AssetSelection.assets(*DELETION_SCAN_KEYS) | publish_selection
 
 
 def deletion_scan_run_config() -> dict:

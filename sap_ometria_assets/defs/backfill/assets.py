@@ -33,7 +33,7 @@ import dagster as dg
 import duckdb
 
 from sap_ometria_assets.defs.automation.config import automation_config
-from sap_ometria_assets.defs.automation.jobs import LANE_TAG
+from sap_ometria_assets.defs.automation.jobs import LANE_TAG, PUBLISHED
 from sap_ometria_assets.lib.warehouse import db as warehouse_lib
 from sap_ometria_assets.lib.warehouse.sql import table_exists, transaction
 from sap_ometria_assets.lib.landing.land import land_table
@@ -294,7 +294,7 @@ def _total(parts: list[PushResult]) -> PushResult:
 
 backfill_documents_job = dg.define_asset_job(
     "backfill_documents_job",
-    selection=dg.AssetSelection.assets(ORDERS, CREDIT_MEMOS),
+    selection=dg.AssetSelection.assets(ORDERS, CREDIT_MEMOS, PUBLISHED),
     description="Historical orders and credit memos, one month of DocDate per partition. Launch "
     "from the Partitions tab over the months you need; each month is resumable.",
     tags={LANE_TAG: "backfill", "dagster/priority": "-1"},

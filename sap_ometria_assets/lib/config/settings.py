@@ -94,6 +94,10 @@ class Settings(BaseSettings):
         default=120.0, ge=0, le=3600,
         description="How long a step waits for another process to release the warehouse file.",
     )
+    sap_ometria_snapshot_retention_days: int = Field(
+        default=30, ge=1, le=3650,
+        description="Days a published snapshot stays queryable (the latest is always kept).",
+    )
     sap_ometria_timezone: str = Field(
         default="Europe/London",
         description="Company time zone: SAP's timestamps carry no offset (the v2 'Z' is nominal).",
