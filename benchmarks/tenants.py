@@ -123,6 +123,22 @@ def run(counts: tuple[int, ...], scale: float, out: Path | None) -> str:
     return text
 
 
+SECTION = "## Many companies"
+
+
+def upsert_section(results: Path, body: str) -> None:
+    """Write `body` as the "Many companies" section of results.md, replacing an older one
+    (benchmarks.run rewrites the rest of the file; this section is ours alone)."""
+    text = results.read_text() if results.exists() else ""
+    start = text.find(SECTION)
+    if start >= 0:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start].rstrip("\n") + ("\n\n" + text[end + 1:] if end >= 0 else "")
+    header = (f"{SECTION}\n\n`python -m benchmarks.tenants` (run by `make bench`): demo companies "
+              "as tenants, each sync its own process as a run worker of its code location.\n\n")
+    results.write_text(text.rstrip("\n") + "\n\n" + header + body)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["worker"]:
@@ -131,8 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--counts", default=",".join(map(str, DEFAULT_COUNTS)))
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--results", type=Path, default=None,
+                        help="also write the table as the 'Many companies' section of this file")
     opts = parser.parse_args(args)
-    print(run(tuple(int(c) for c in opts.counts.split(",")), opts.scale, opts.out), end="")
+    text = run(tuple(int(c) for c in opts.counts.split(",")), opts.scale, opts.out)
+    print(text, end="")
+    if opts.results is not None:
+        upsert_section(opts.results, text)
     return 0
 
 
