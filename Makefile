@@ -4,9 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# With DAGSTER_PG_URL set, the PostgreSQL-backed instance for many companies (docs/deployment.md).
-export DAGSTER_HOME := $(if $(DAGSTER_PG_URL),$(CURDIR)/data/dagster_home_pg,$(CURDIR)/data/dagster_home)
-WORKSPACE ?= workspace.yaml
+export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
@@ -39,9 +37,9 @@ test: $(STAMP)
 ## Dagster UI (webserver + daemon, so schedules and sensors tick) on $(HOST):$(PORT).
 ui: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster-daemon run -w $(WORKSPACE) & DAEMON=$$!; \
+	$(BIN)/dagster-daemon run -w workspace.yaml & DAEMON=$$!; \
 	trap "kill $$DAEMON" EXIT; \
-	$(BIN)/dagster-webserver -w $(WORKSPACE) -h $(HOST) -p $(PORT)
+	$(BIN)/dagster-webserver -w workspace.yaml -h $(HOST) -p $(PORT)
 
 ## Benchmarks at demo scale x1, x10, x100 (BENCH_SCALES=1,10 to choose) -> benchmarks/results.md.
 ## Long (x100: about an hour with the push); not part of `make test`.

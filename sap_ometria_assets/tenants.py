@@ -35,7 +35,7 @@ from typing import Any
 import dagster as dg
 
 from sap_ometria_assets import definitions
-from sap_ometria_assets.lib.config.settings import activate_settings
+from sap_ometria_assets.lib.config.settings import Settings, activate_settings
 from sap_ometria_assets.lib.ometria.mapping import load_mapping
 from sap_ometria_assets.lib.quality.checks_config import load_checks_config
 from sap_ometria_assets.lib.tenants.companies import (
@@ -91,6 +91,16 @@ def for_company(defs: dg.Definitions, company: CompanyConfig) -> dg.Definitions:
     )
 
 
+def validated_company(name: str) -> tuple[CompanyConfig, Settings]:
+    """The company file, its settings, and its mapping and checks files read: anything wrong
+    raises here, naming the file (a broken mapping fails this location's load)."""
+    company = load_company(name)
+    settings = company_settings(company)
+    load_mapping(settings.mapping_path)
+    load_checks_config(settings.checks_path)
+    return company, settings
+
+
 def company_definitions(name: str) -> dg.Definitions:
     """The Definitions of company `name` (built once per process; one company per process)."""
     if name in _built:
@@ -99,11 +109,7 @@ def company_definitions(name: str) -> dg.Definitions:
         raise CompanyConfigError(
             f"this process already serves company {next(iter(_built))}; each company needs its "
             "own code location (one python_module entry per company in workspace.yaml)")
-    company = load_company(name)
-    settings = company_settings(company)
-    # a broken mapping or checks file fails this location's load, with the file named
-    load_mapping(settings.mapping_path)
-    load_checks_config(settings.checks_path)
+    company, settings = validated_company(name)
     activate_settings(settings)
     _built[name] = for_company(definitions.defs(), company)
     return _built[name]
@@ -138,10 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = 0
         for name in names:
             try:
-                company = load_company(name)
-                settings = company_settings(company)
-                load_mapping(settings.mapping_path)
-                load_checks_config(settings.checks_path)
+                validated_company(name)
                 print(f"ok      {name}")
             except Exception as exc:  # noqa: BLE001 - report each company, go on with the next
                 failed += 1

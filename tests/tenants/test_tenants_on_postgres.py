@@ -29,6 +29,7 @@ from dagster_graphql import DagsterGraphQLClient
 from sap_ometria_assets.emulators.ometria.server import OmetriaEmulator
 from sap_ometria_assets.lib.tenants.companies import ACCOUNT_TAG, COMPANY_TAG
 from tests.tenants.deployment import start_deployment
+from tests.tenants.postgres import postgres_server
 
 ACCOUNT_LIMIT_PER_S = 8       # what the shared Ometria account allows (the emulator 429s above it)
 COMPANY_RATE_PER_S = 5        # each company's own pace: two at once would be 10/s, over the limit
@@ -64,6 +65,12 @@ def _max_in_one_second(times: list[float]) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    with postgres_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
