@@ -46,6 +46,7 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.tenants --results benchmarks/results.md
 
 clean-demo:
 	rm -rf data/demo

@@ -66,6 +66,7 @@ class Stats:
     bytes: int = 0                       # bytes of push bodies received
     statuses: Counter = field(default_factory=Counter)   # push answers by HTTP status
     push_log: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (request_id, type, ids)
+    push_times: list[float] = field(default_factory=list)  # wall-clock arrival of each POST /push
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -72,6 +72,7 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "POST" and parts == ["push"]:
             with emu._lock:
                 emu.stats.push_requests += 1
+                emu.stats.push_times.append(time.time())  # the account's observed request rate
             status, body, headers = emu.handle_push(raw)
             with emu._lock:
                 emu.stats.statuses[status] += 1

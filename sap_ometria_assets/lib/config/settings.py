@@ -264,8 +264,21 @@ def _cached() -> Settings:
     return load_settings()
 
 
+# One company per process when many are served (a code server or run worker per company, see
+# sap_ometria_assets/tenants.py): its settings replace the environment's for the whole process.
+_active: Settings | None = None
+
+
+def activate_settings(settings: Settings | None) -> None:
+    """Make `settings` the process's settings (None: back to the environment's)."""
+    global _active
+    _active = settings
+
+
 def get_settings(refresh: bool = False) -> Settings:
     """Process-wide settings. Tests call `get_settings(refresh=True)` after changing the env."""
+    if _active is not None:
+        return _active
     if refresh:
         _cached.cache_clear()
     return _cached()
