@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from benchmarks.scaling import scaling_section
+
 FEEDS = ("contacts", "products", "orders", "stock")
 OMETRIA_REQUESTS_PER_S = 4.0   # Ometria's documented ceiling: ~100 records a request, ~4 requests/s
 CORE_PHASES = ("land", "transform", "push", "checks")
@@ -306,4 +308,5 @@ def render(results: dict[str, Any]) -> str:
     ]
     for s in results["scales"]:
         out.append(_scale_section(s))
+    out.append(scaling_section(results))
     return "\n".join(out).rstrip() + "\n"
