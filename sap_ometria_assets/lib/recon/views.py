@@ -170,10 +170,11 @@ def view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bo
                    CAST(coalesce(o."DocDate", m."DocDate") AS DATE) AS doc_date,
                    CASE WHEN o."DocEntry" IS NOT NULL THEN 'ORDR' ELSE 'ORIN' END AS sap_object
             FROM e
-            LEFT JOIN sap_raw.ordr o ON e.entity IN ('order', 'order_line')
-                 AND CAST(o."DocEntry" AS VARCHAR) = e.doc_key
-            LEFT JOIN sap_raw.orin m ON e.entity IN ('credit_memo', 'credit_memo_line')
-                 AND CAST(m."DocEntry" AS VARCHAR) = e.doc_key""",
+            -- one equality per join: duckdb 1.5 plans `entity IN (...) AND key = key` as a nested loop
+            LEFT JOIN sap_raw.ordr o ON CAST(o."DocEntry" AS VARCHAR)
+                 = CASE WHEN e.entity IN ('order', 'order_line') THEN e.doc_key END
+            LEFT JOIN sap_raw.orin m ON CAST(m."DocEntry" AS VARCHAR)
+                 = CASE WHEN e.entity IN ('credit_memo', 'credit_memo_line') THEN e.doc_key END""",
             needs=("ops.sync_exceptions", "sap_raw.ordr", "sap_raw.orin"),
         ),
         ViewSpec(
