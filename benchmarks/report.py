@@ -7,6 +7,7 @@ from typing import Any
 
 from benchmarks.publish import REPORT_HEAD as PUBLISH_HEAD
 from benchmarks.publish import report_rows as publish_rows
+from benchmarks.scaling import scaling_section
 
 FEEDS = ("contacts", "products", "orders", "stock")
 OMETRIA_REQUESTS_PER_S = 4.0   # Ometria's documented ceiling: ~100 records a request, ~4 requests/s
@@ -311,4 +312,5 @@ def render(results: dict[str, Any]) -> str:
     ]
     for s in results["scales"]:
         out.append(_scale_section(s))
+    out.append(scaling_section(results))
     return "\n".join(out).rstrip() + "\n"

@@ -26,6 +26,7 @@ from typing import Any
 
 from benchmarks.common import current_rss_mb, emit, peak_rss_mb
 from benchmarks.publish import stage_publish
+from benchmarks.overhead import run_overhead
 
 FEEDS = ("contacts", "products", "orders", "stock")
 
@@ -101,7 +102,8 @@ def stage_dagster(args: argparse.Namespace) -> dict[str, Any]:
         result = job_def.execute_in_process(instance=instance, raise_on_error=False)
         wall = time.perf_counter() - started
         steps = _step_durations(instance, result.run_id)
-    extra: dict[str, Any] = {}
+        overhead = run_overhead(instance, result.run_id)
+    extra: dict[str, Any] = {"overhead": overhead}
     if args.phase == "push":
         extra["http_s_by_feed"] = _http_seconds(result.run_id)
     failures = []

@@ -63,3 +63,57 @@ def test_report_flags_a_push_that_sends_more_requests_than_changes_need():
     assert "orders 10/10" in good and "**not met**" not in good
     bad = render({**base, "scales": [_scale_with_push({**exact, "orders": 11}, changed)]})
     assert "orders 11/10" in bad and "**not met**" in bad
+
+
+def _scale_with_stages(scale: float, land_s: float, land_mb: float, push_s: float, http_s: float,
+                       requests: int) -> dict:
+    push = {"wall_s": push_s, "peak_rss_mb": 300.0, "http_s_by_feed": {"orders": http_s},
+            "materialized": {"ometria_push/orders": {"requests": requests}}}
+    return {"scale": scale, "baselines": {}, "incremental": {},
+            "stages": {"land": {"wall_s": land_s, "peak_rss_mb": land_mb, "materialized": {}}, "push": push}}
+
+
+def test_report_projects_each_stage_to_x1000_and_judges_the_push_overhead_per_request():
+    base = {"started_at": "x", "command": "c", "total_s": 1.0, "stages_run": [], "versions": {},
+            "machine": {"cpu": "c", "cores": 2, "os": "o", "ram_gib": 16}}
+    # landing linear in time (10 s -> 100 s), memory growing with the square root
+    scales = [_scale_with_stages(10, 10.0, 1000.0, 20.0, 10.0, 1000),
+              _scale_with_stages(100, 100.0, 1000.0 * 10 ** 0.5, 200.0, 100.0, 10000)]
+    report = render({**base, "scales": scales})
+    section = report.split("## Across scales", 1)[1]
+    # x1000 = 1000 s (17 min) and 10 GiB: over the 3 GiB target, under the machine's 16 GiB
+    assert "| land over HTTP (all tables) | 10.0 | 100.0 | 1.00 | 17 min |" in section
+    assert "would peak at about 9.8 GiB, over the 3 GiB target" in section
+    # 10 ms a request at both scales: the ledger does not grow with the push
+    assert "| x10 | 1,000 | 20.0 | 10.0 | 10.0 |" in section and "Spread between scales: 0% (**met**)" in section
+    grown = [_scale_with_stages(10, 10.0, 1000.0, 20.0, 10.0, 1000),
+             _scale_with_stages(100, 100.0, 1000.0, 300.0, 100.0, 10000)]
+    assert "Spread between scales: 100% (**not met**)" in render({**base, "scales": grown})
+
+
+class _Event:
+    def __init__(self, kind: str, step: str | None = None) -> None:
+        self.event_type_value, self.step_key = kind, step
+
+
+class _Entry:
+    def __init__(self, ts: float, kind: str, step: str | None = None) -> None:
+        self.timestamp, self.dagster_event = ts, _Event(kind, step)
+
+
+class _Instance:
+    def __init__(self, entries): self.entries = entries
+    def all_logs(self, run_id): return self.entries
+
+
+def test_dagster_overhead_is_run_wall_minus_op_compute_with_check_steps_apart():
+    from benchmarks.overhead import run_overhead
+
+    logs = [_Entry(0.0, "RUN_START"),
+            _Entry(1.0, "STEP_START", "asset"), _Entry(5.0, "STEP_OUTPUT", "asset"),
+            _Entry(5.5, "ASSET_MATERIALIZATION", "asset"), _Entry(6.0, "STEP_SUCCESS", "asset"),
+            _Entry(7.0, "STEP_START", "check"), _Entry(7.5, "ASSET_CHECK_EVALUATION", "check"),
+            _Entry(8.0, "STEP_SUCCESS", "check"), _Entry(10.0, "RUN_SUCCESS")]
+    o = run_overhead(_Instance(logs), "r")
+    assert o["wall_s"] == 10.0 and o["compute_s"] == 4.5 and o["overhead_s"] == 5.5
+    assert o["check_steps"] == 1 and o["check_steps_s"] == 1.0 and o["check_steps_share"] == 0.1

@@ -6,12 +6,13 @@ from the one Ometria last acknowledged for that (feed, id), in batches of at mos
 of one type. Acknowledgements are written in groups of `OMETRIA_ACK_EVERY_REQUESTS` requests
 (default 1: every acknowledged request) or `ACK_EVERY_S` (1 s), whichever comes first: one
 transaction writes their ledger rows, `ometria_push.requests` audit rows and per-record
-`sent_records` rows. An exception (Ometria down, a bug, Ctrl-C) writes the acknowledged group
+`sent_records` rows, and appends the records to `ometria_push.acks`, which is merged into the
+ledger once at the end of the feed's push (so a request's write does not grow with the ledger). An exception (Ometria down, a bug, Ctrl-C) writes the acknowledged group
 before it propagates. A process killed outright (SIGKILL, power loss) loses only the group not
 yet written, and the re-run sends what was not recorded: nothing is lost, and at most that
 many requests (by default only the batch in flight, 100 records) are sent twice (harmless,
 Ometria upserts by type and id). At Ometria's few requests a second the per-request write
-(~15 ms on a ledger of a million rows) is noise; a bulk load against an unthrottled endpoint
+(a few ms, whatever the size of the ledger) is noise; a bulk load against an unthrottled endpoint
 can raise the group size to trade that bound for speed.
 
 What is sent is planned in `plan.py`; the tables written are described in `ledger.py`.
@@ -44,6 +45,7 @@ from sap_ometria_assets.lib.push.ledger import (
     REQUEST_SCHEMA,
     ensure_push_tables,
     insert_rows,
+    merge_acknowledged,
     rejected_in,
     rejected_outstanding,
     utc_now,
@@ -113,6 +115,7 @@ class _Push:
             return  # the outbox may be closed: the next dry run writes these lines again
         try:
             self.flush()
+            merge_acknowledged(self.con)
         except Exception as exc:  # noqa: BLE001 - the re-run resends the group: nothing lost
             self.log.warning(f"{self.feed}: could not record {len(self.pending)} acknowledged "
                              f"requests ({exc}); the next run sends them again")
@@ -263,6 +266,7 @@ def push_feed(
     logger = logger or log
     started = time.perf_counter()
     ensure_push_tables(con)
+    merge_acknowledged(con)  # what a killed push had acknowledged, before planning from the ledger
     if not table_exists(con, "ometria", feed):
         raise PushInputMissingError(
             f"ometria.{feed} does not exist: materialise the ometria/{feed} asset first")
@@ -295,8 +299,10 @@ def push_feed(
                     for frame in chunk.partition_by("batch_no", maintain_order=True):
                         state.send_real(frame)
                 state.flush()
+        merge_acknowledged(con)
     except OmetriaError as exc:
         state.flush()  # what Ometria acknowledged before it failed
+        merge_acknowledged(con)
         result.aborted = str(exc)
         result.duration_s = round(time.perf_counter() - started, 3)
         raise PushAbortedError(

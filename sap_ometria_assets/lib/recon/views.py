@@ -38,6 +38,19 @@ LATEST_READ_OK = """read_ok AS (
             )"""
 
 
+# An order payload parsed once, not once per value (the recon.order_* macros parse it again for
+# each): `_j` = customer id, currency, status, timestamp, grand_total, is_valid; `_r` = the
+# lines' refunded amounts. ORDER_VALUES values them exactly as the macros do.
+def _order_parts(payload: str) -> str:
+    return (f"json_extract_string({payload}, ['$.customer.id', '$.currency', '$.status', '$.timestamp', "
+            f"'$.grand_total', '$.is_valid']) AS _j, json_extract_string({payload}, '$.lineitems[*].refunded') AS _r")
+
+
+ORDER_VALUES = """_j[1] AS card_code, _j[2] AS currency, _j[3] AS status,
+                   TRY_CAST(substr(_j[4], 1, 10) AS DATE) AS day, recon.amount(_j[5]) AS grand_total,
+                   CASE WHEN coalesce(_j[6] <> 'false', true) THEN recon.amount(_j[5])
+                        - coalesce(list_sum(list_transform(_r, lambda x: recon.amount(x))), 0) ELSE 0 END AS net"""
+
 
 def _sides_joined(key: str) -> str:
     """The end of a status table's `j`: the open exceptions and unacknowledged changes, and the
@@ -107,35 +120,26 @@ def view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bo
             "shows in recon.stale_records)") + ". net = how Ometria values it: grand_total - "
             "refunded for valid orders, 0 for invalid (cancelled, fully refunded) ones.",
             f"""
-            SELECT o.id, o.sap_object, CAST(o.sap_key AS VARCHAR) AS sap_key,
-                   json_extract_string({sent_payload}, '$.customer.id') AS card_code,
-                   json_extract_string({sent_payload}, '$.currency') AS currency,
-                   json_extract_string({sent_payload}, '$.status') AS status,
-                   recon.order_day({sent_payload}) AS day,
-                   recon.order_grand_total({sent_payload}) AS grand_total,
-                   recon.order_net({sent_payload}) AS net,
-                   g.request_id, g.acknowledged_at
-            FROM ometria.orders o
-            JOIN ometria_push.ledger g ON g.feed = 'orders' AND g.id = CAST(o.id AS VARCHAR)
-                 AND NOT coalesce(g.dry_run, false)
-                 AND coalesce(g.status, 'accepted') = 'accepted'{sent_match}""",
+            SELECT id, sap_object, sap_key, {ORDER_VALUES}, request_id, acknowledged_at
+            FROM (SELECT o.id, o.sap_object, CAST(o.sap_key AS VARCHAR) AS sap_key,
+                         {_order_parts(sent_payload)}, g.request_id, g.acknowledged_at
+                  FROM ometria.orders o
+                  JOIN ometria_push.ledger g ON g.feed = 'orders' AND g.id = CAST(o.id AS VARCHAR)
+                       AND NOT coalesce(g.dry_run, false)
+                       AND coalesce(g.status, 'accepted') = 'accepted'{sent_match})""",
             needs=("ometria.orders", "ometria_push.ledger"),
         ),
         ViewSpec(
             "ometria_orders",
             "Ometria side: orders read back from Ometria (recon.ometria_snapshot), valued like "
             "recon.sent_orders; sap_object from ometria.orders when the id is known there.",
-            """
-            SELECT s.id, x.sap_object, CAST(x.sap_key AS VARCHAR) AS sap_key,
-                   json_extract_string(s.payload, '$.customer.id') AS card_code,
-                   json_extract_string(s.payload, '$.currency') AS currency,
-                   json_extract_string(s.payload, '$.status') AS status,
-                   recon.order_day(s.payload) AS day,
-                   recon.order_grand_total(s.payload) AS grand_total,
-                   recon.order_net(s.payload) AS net, s.fetched_at
-            FROM recon.ometria_snapshot s
-            LEFT JOIN ometria.orders x ON CAST(x.id AS VARCHAR) = s.id
-            WHERE s.record_type = 'order'""",
+            f"""
+            SELECT id, sap_object, sap_key, {ORDER_VALUES}, fetched_at
+            FROM (SELECT s.id, x.sap_object, CAST(x.sap_key AS VARCHAR) AS sap_key,
+                         {_order_parts("s.payload")}, s.fetched_at
+                  FROM recon.ometria_snapshot s
+                  LEFT JOIN ometria.orders x ON CAST(x.id AS VARCHAR) = s.id
+                  WHERE s.record_type = 'order')""",
             needs=("recon.ometria_snapshot", "ometria.orders"),
         ),
         ViewSpec(
@@ -166,10 +170,11 @@ def view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bo
                    CAST(coalesce(o."DocDate", m."DocDate") AS DATE) AS doc_date,
                    CASE WHEN o."DocEntry" IS NOT NULL THEN 'ORDR' ELSE 'ORIN' END AS sap_object
             FROM e
-            LEFT JOIN sap_raw.ordr o ON e.entity IN ('order', 'order_line')
-                 AND CAST(o."DocEntry" AS VARCHAR) = e.doc_key
-            LEFT JOIN sap_raw.orin m ON e.entity IN ('credit_memo', 'credit_memo_line')
-                 AND CAST(m."DocEntry" AS VARCHAR) = e.doc_key""",
+            -- one equality per join: duckdb 1.5 plans `entity IN (...) AND key = key` as a nested loop
+            LEFT JOIN sap_raw.ordr o ON CAST(o."DocEntry" AS VARCHAR)
+                 = CASE WHEN e.entity IN ('order', 'order_line') THEN e.doc_key END
+            LEFT JOIN sap_raw.orin m ON CAST(m."DocEntry" AS VARCHAR)
+                 = CASE WHEN e.entity IN ('credit_memo', 'credit_memo_line') THEN e.doc_key END""",
             needs=("ops.sync_exceptions", "sap_raw.ordr", "sap_raw.orin"),
         ),
         ViewSpec(
@@ -178,15 +183,15 @@ def view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bo
             "acknowledged yet (never sent, changed since, dry run only, or its request not yet "
             "confirmed): in flight.",
             """
-            SELECT CAST(o.id AS VARCHAR) AS id, o.sap_object, CAST(o.sap_key AS VARCHAR) AS sap_key,
-                   json_extract_string(o.payload, '$.customer.id') AS card_code,
-                   recon.order_day(o.payload) AS day,
-                   json_extract_string(o.payload, '$.currency') AS currency
-            FROM ometria.orders o
-            LEFT JOIN ometria_push.ledger g ON g.feed = 'orders' AND g.id = CAST(o.id AS VARCHAR)
-            WHERE o.held_back_reason IS NULL
-              AND (g.payload_hash IS DISTINCT FROM o.payload_hash OR coalesce(g.dry_run, false)
-                   OR coalesce(g.status, 'accepted') IN ('pending', 'unconfirmed'))""",
+            SELECT id, sap_object, sap_key, _j[1] AS card_code,
+                   TRY_CAST(substr(_j[2], 1, 10) AS DATE) AS day, _j[3] AS currency
+            FROM (SELECT CAST(o.id AS VARCHAR) AS id, o.sap_object, CAST(o.sap_key AS VARCHAR) AS sap_key,
+                         json_extract_string(o.payload, ['$.customer.id', '$.timestamp', '$.currency']) AS _j
+                  FROM ometria.orders o
+                  LEFT JOIN ometria_push.ledger g ON g.feed = 'orders' AND g.id = CAST(o.id AS VARCHAR)
+                  WHERE o.held_back_reason IS NULL
+                    AND (g.payload_hash IS DISTINCT FROM o.payload_hash OR coalesce(g.dry_run, false)
+                         OR coalesce(g.status, 'accepted') IN ('pending', 'unconfirmed')))""",
             needs=("ometria.orders", "ometria_push.ledger"),
         ),
         ViewSpec(
