@@ -143,6 +143,7 @@ class _Publisher:
         self.temps: list[str] = []
         self.sap_columns: dict[str, frozenset[str]] = {}  # sap_raw table -> its columns
         self.wh_cols: dict[Key, dict[str, str]] = {}
+        self.hashes: dict[Key, str] = {}  # table -> temp table of (warehouse rowid, row hash)
         self.valid: set[Key] | None = None  # tables whose lake rows the warehouse remembers (rowstate.py)
         self.state = rowstate.StateUpdate()
 
@@ -164,11 +165,18 @@ class _Publisher:
         return self.con.execute(f"SELECT count(*) FROM {table_sql}").fetchall()[0][0]
 
     def fingerprint(self, key: Key, columns: dict[str, str]) -> str:
-        """Row count, sum of row hashes and the column types: equal = same content."""
+        """Row count, sum of row hashes and the column types: equal = same content. The row
+        hashes (with the warehouse row ids) stay in a temp table for the diff: one hash scan."""
         h = _row_hash(self.hash_columns(key, list(columns)))
-        n, total = self.con.execute(f"SELECT count(*), sum({h}) FROM {self.src(key)}").fetchall()[0]
+        hashes = self.hashes[key] = f"_publish_wh_{len(self.temps)}"
+        self.temps.append(hashes)
+        self.con.execute(f"CREATE TEMP TABLE {hashes} AS SELECT rowid AS wrid, {h} AS h FROM {self.src(key)}")
+        n, total = self.con.execute(f"SELECT count(*), sum(h) FROM temp.main.{hashes}").fetchall()[0]
         types = hashlib.sha256(json.dumps(columns).encode()).hexdigest()[:12]
         return f"{n}:{total or 0}:{types}"
+
+    def forget_hashes(self, key: Key) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS temp.main.{self.hashes.pop(key)}")
 
     def plan(self, key: Key, wh_cols: dict[str, str], lake_cols: dict[str, str] | None) -> dict | None:
         """What must change in the lake for this table (None: nothing)."""
@@ -191,13 +199,15 @@ class _Publisher:
             rowstate.lake_rows(self.con, key, h, base)
             self.state.bases[key] = base
             rows = f"temp.main.{base}"
-        deleted, inserted = f"_publish_del_{i}", f"_publish_ins_{i}"
-        self.temps += [deleted, inserted]
-        # on the warehouse alone: lake rows whose hash is gone (delete), hashes not in the lake (insert)
-        self.con.execute(f"CREATE TEMP TABLE {deleted} AS SELECT rid FROM {rows} "
-                         f"ANTI JOIN (SELECT DISTINCT {h} AS h FROM {self.src(key)}) w USING (h)")
-        self.con.execute(f"CREATE TEMP TABLE {inserted} AS SELECT DISTINCT {h} AS h FROM {self.src(key)} "
-                         f"EXCEPT SELECT h FROM {rows}")
+        deleted, inserted, diff = f"_publish_del_{i}", f"_publish_ins_{i}", f"_publish_diff_{i}"
+        self.temps += [deleted, inserted, diff]
+        # on the warehouse alone, in one join: lake rows whose hash is gone (delete by lake row
+        # id), warehouse rows whose hash the lake lacks (insert by warehouse row id)
+        self.con.execute(f"CREATE TEMP TABLE {diff} AS SELECT r.rid, w.wrid FROM temp.main.{self.hashes[key]} w "
+                         f"FULL JOIN {rows} r ON w.h = r.h WHERE w.h IS NULL OR r.h IS NULL")
+        self.con.execute(f"CREATE TEMP TABLE {deleted} AS SELECT rid FROM temp.main.{diff} WHERE rid IS NOT NULL")
+        self.con.execute(f"CREATE TEMP TABLE {inserted} AS SELECT wrid FROM temp.main.{diff} WHERE wrid IS NOT NULL")
+        self.forget_hashes(key)
         n_del, n_ins, n_src, n_dst = self.con.execute(
             f"SELECT (SELECT count(*) FROM temp.main.{deleted}), (SELECT count(*) FROM temp.main.{inserted}), "
             f"(SELECT count(*) FROM {self.src(key)}), (SELECT count(*) FROM {rows})").fetchall()[0]
@@ -240,7 +250,7 @@ class _Publisher:
             con.execute(f"DELETE FROM {dst} WHERE rowid IN (SELECT rid FROM temp.main.{plan['deleted']})")
             self.result.rows_deleted += plan["n_del"]
         n_ins = con.execute(f"INSERT INTO {dst} BY NAME SELECT * FROM {src} "
-                            f"WHERE {h} IN (SELECT h FROM temp.main.{plan['inserted']})").fetchall()[0][0]
+                            f"WHERE rowid IN (SELECT wrid FROM temp.main.{plan['inserted']})").fetchall()[0][0]
         self.result.rows_inserted += n_ins
         self.state.diffed[key] = (h, plan["deleted"])
         if plan["n_after"] + n_ins != self.count(src):  # exact duplicate rows: copy the table whole
@@ -312,8 +322,11 @@ def _compare_and_write(pub: _Publisher, run_id: str | None, candidates: set[Key]
         fingerprint = pub.fingerprint(key, wh_cols)
         fingerprints[_name(key)] = fingerprint
         if key in lake_tables and remembered.get(_name(key)) == fingerprint:
+            pub.forget_hashes(key)
             continue
         plan = pub.plan(key, wh_cols, lake_tables.get(key))
+        if key in pub.hashes:  # not diffed (created, evolved...)
+            pub.forget_hashes(key)
         if plan is not None:
             plans[key] = plan
     # DuckLake re-renders a view's SQL: compare the warehouse SQL it was published from
