@@ -9,6 +9,8 @@ be made to crash, without a SAP company.
 
 
 import json
+import subprocess
+import sys
 
 import dagster as dg
 import duckdb
@@ -19,6 +21,9 @@ from sap_ometria_assets.defs.automation.config import automation_config
 from sap_ometria_assets.lib.sap.tables import all_table_names
 from sap_ometria_assets.lib.config.settings import SettingsError, get_settings
 from sap_ometria_assets.defs.resources import WarehouseResource
+from sap_ometria_assets.defs.snapshots.assets import published
+from sap_ometria_assets.lib.automation.spool import AlertSpool, spool_dir_for
+from sap_ometria_assets.lib.snapshots.lake import Lake, open_reader
 from tests.fakes.webhook import WebhookReceiver
 
 BREAK_CONTRACT = "test/break_contract"
@@ -265,69 +270,108 @@ def webhook(env, monkeypatch):
     receiver.close()
 
 
-def _alerts(env):
+def _alerts(env, database="warehouse"):
+    """ops.alerts of the working warehouse, or of the latest published snapshot ("lake")."""
+    sql = ("SELECT kind, job_name, run_id, asset_key, check_name, severity, message, delivered "
+           "FROM ops.alerts ORDER BY kind DESC")
+    if database == "lake":
+        with open_reader(Lake.for_warehouse(env / "warehouse.duckdb")) as reader:
+            return reader.execute(sql).fetchall()
     con = duckdb.connect(str(env / "warehouse.duckdb"), read_only=True)
     try:
-        return con.execute(
-            "SELECT kind, job_name, run_id, asset_key, check_name, severity, message, delivered "
-            "FROM ops.alerts ORDER BY kind DESC"
-        ).fetchall()
+        return con.execute(sql).fetchall()
     finally:
         con.close()
 
 
-def test_failed_run_writes_an_alert_and_posts_it(landing_runs, env, webhook):
+def _next_run_publishes(env):
+    """The publish step of the next run (what moves the sensors' spool into ops.alerts)."""
+    result = dg.materialize([published], resources={"warehouse": WarehouseResource()}, raise_on_error=False)
+    assert result.success
+    assert _alerts(env) == _alerts(env, "lake")
+    return _alerts(env)
+
+
+def _sensor_tick(name, result, instance, env):
+    """One alert sensor tick: the webhook has the alert at once, the warehouse is not opened."""
+    if name == "alert_on_run_failure":
+        outcome = alerting.alert_on_run_failure(_status_context(
+            name, result, instance, result.get_run_failure_event(),
+            resources={"warehouse": WarehouseResource()}).for_run_failure())
+    else:
+        outcome = alerting.alert_on_failed_checks(_status_context(
+            name, result, instance, result.get_run_success_event(), resources={"warehouse": WarehouseResource()}))
+    assert not isinstance(outcome, dg.SkipReason)
+    assert not (env / "warehouse.duckdb").exists()  # only the spool beside it was written
+    assert AlertSpool(spool_dir_for(env / "warehouse.duckdb")).pending()
+
+
+def test_failed_run_posts_an_alert_at_once_and_the_next_run_records_it(landing_runs, env, webhook):
     instance, runs = landing_runs
     result = runs["crash"]
     assert not result.success
-    context = _status_context(
-        "alert_on_run_failure", result, instance, result.get_run_failure_event(),
-        resources={"warehouse": WarehouseResource()},
-    ).for_run_failure()
-    alerting.alert_on_run_failure(context)
-    rows = _alerts(env)
+    _sensor_tick("alert_on_run_failure", result, instance, env)
+    assert len(webhook.bodies) == 1
+    assert "land_sap_job" in webhook.bodies[0]["text"]
+    assert any(result.run_id in json.dumps(b) for b in webhook.bodies[0]["blocks"])
+    rows = _next_run_publishes(env)
     assert len(rows) == 1
     kind, job, run_id, asset, check, severity, message, delivered = rows[0]
     assert (kind, job, run_id, severity, delivered) == ("run_failure", "land_sap_job", result.run_id, "ERROR", True)
     assert "HTTP 503 from Orders" in message
-    assert len(webhook.bodies) == 1
-    assert "land_sap_job" in webhook.bodies[0]["text"]
-    assert any(result.run_id in json.dumps(b) for b in webhook.bodies[0]["blocks"])
+    assert len(webhook.bodies) == 1  # nobody is paged twice
+    assert not AlertSpool(spool_dir_for(env / "warehouse.duckdb")).pending()
 
 
 def test_blocking_check_failure_alerts_the_run_and_the_check(landing_runs, env, webhook):
     instance, runs = landing_runs
-    result = runs["broken_contract"]
-    context = _status_context(
-        "alert_on_run_failure", result, instance, result.get_run_failure_event(),
-        resources={"warehouse": WarehouseResource()},
-    ).for_run_failure()
-    alerting.alert_on_run_failure(context)
-    rows = {r[0]: r for r in _alerts(env)}
+    _sensor_tick("alert_on_run_failure", runs["broken_contract"], instance, env)
+    assert len(webhook.bodies) == 1 and len(webhook.bodies[0]["blocks"]) == 4  # header, 2 alerts, footer
+    rows = {r[0]: r for r in _next_run_publishes(env)}
     assert set(rows) == {"run_failure", "check_failure"}
     check = rows["check_failure"]
     assert check[3:6] == ("sap_raw/ocrd", "ocrd_contract", "ERROR")
     assert "blocking" in check[6] and "removed_columns: CardType" in check[6]
-    assert len(webhook.bodies) == 1 and len(webhook.bodies[0]["blocks"]) == 4  # header, 2 alerts, footer
 
 
 def test_failed_error_check_in_a_successful_run_alerts(landing_runs, env, webhook):
     instance, runs = landing_runs
     result = runs["error_check_fails"]
     assert result.success  # non-blocking: the run goes on
-    outcome = alerting.alert_on_failed_checks(
-        _status_context("alert_on_failed_checks", result, instance, result.get_run_success_event(),
-                        resources={"warehouse": WarehouseResource()})
-    )
-    assert not isinstance(outcome, dg.SkipReason)
-    rows = _alerts(env)
+    _sensor_tick("alert_on_failed_checks", result, instance, env)
+    assert len(webhook.bodies) == 1
+    rows = _next_run_publishes(env)
     assert [(r[0], r[3], r[4]) for r in rows] == [("check_failure", "sap_raw/ordr", "ordr_row_count")]
     assert "no orders landed today" in rows[0][6]
-    assert len(webhook.bodies) == 1
+
+
+def test_alert_sensors_do_not_wait_for_a_warehouse_another_process_holds(landing_runs, env, webhook):
+    """A sync (or a reader) holding the DuckDB file does not delay or fail an alert."""
+    instance, runs = landing_runs
+    path = env / "warehouse.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('held', flush=True); time.sleep(600)", str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        outcome = alerting.alert_on_run_failure(_status_context(
+            "alert_on_run_failure", runs["crash"], instance, runs["crash"].get_run_failure_event(),
+            resources={"warehouse": WarehouseResource()}).for_run_failure())
+        assert outcome is None
+        assert len(webhook.bodies) == 1
+        assert isinstance(alerting.flush_alert_queue(dg.build_sensor_context(
+            instance=instance, resources={"warehouse": WarehouseResource()})), dg.SkipReason)
+        assert len(webhook.bodies) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [r[0] for r in _next_run_publishes(env)] == ["run_failure"]
 
 
 def test_runs_executed_in_process_raise_the_same_alerts(landing_runs, env, webhook):
-    """`make sync` runs in-process, where run-status sensors do not look: the CLI calls this."""
+    """`make sync` runs in-process, where run-status sensors do not look: the CLI calls this
+    after the run, and records the alerts at once."""
     instance, runs = landing_runs
     outcome = alerting.raise_run_alerts(instance, runs["broken_contract"].dagster_run)
     assert outcome.written == 2 and outcome.delivered == 2

@@ -11,6 +11,7 @@ import pytest
 from sap_ometria_assets.lib.snapshots.catalog import list_snapshots, resolve_as_of
 from sap_ometria_assets.lib.snapshots.lake import Lake, LakeError, attach_for_writing, open_reader
 from sap_ometria_assets.lib.snapshots.publish import expire, publish
+from sap_ometria_assets.lib.snapshots.rowstate import StateUpdate
 from sap_ometria_assets.lib.snapshots.scope import tables_written
 
 
@@ -181,3 +182,49 @@ def test_row_hashes_read_few_columns_but_every_one_that_can_change_alone():
     orders = ["id", "status", "payload", "payload_hash", "held_back_reason"]
     assert row_hash_columns("ometria", "orders", orders) == ["id", "status", "payload_hash", "held_back_reason"]
     assert row_hash_columns("recon", "orders_by_day", ["day", "n"]) == ["day", "n"]
+
+
+def _third_and_fourth_publish(path: Path, con, lake: Lake) -> None:
+    con.execute("UPDATE sap_raw.ocrd SET CardName = 'third', _row_hash = 'y' WHERE CardCode IN ('C1', 'C2')")
+    assert publish(con, lake, "run-3").snapshot_id is not None
+    _assert_lake_equals_warehouse(path, con)
+    con.execute("DELETE FROM sap_raw.ocrd WHERE CardCode = 'C3'")
+    con.execute("UPDATE sap_raw.ocrd SET CardName = 'fourth', _row_hash = 'z' WHERE CardCode = 'C1'")
+    publish(con, lake, "run-4")
+    _assert_lake_equals_warehouse(path, con)
+
+
+def test_the_lake_rows_are_remembered_privately_and_a_write_to_the_lake_is_noticed(warehouse):
+    """The warehouse remembers the lake's rows (never published); when someone else wrote to
+    the lake, the publish does not trust what it remembers and still makes the lake equal."""
+    path, con = warehouse
+    lake = Lake.for_warehouse(path)
+    publish(con, lake, "run-1")
+    con.execute("UPDATE sap_raw.ocrd SET CardName = 'second', _row_hash = 'x' WHERE CardCode = 'C7'")
+    publish(con, lake, "run-2")
+    assert con.execute("SELECT count(*) FROM _published.\"sap_raw.ocrd\"").fetchall() == [(1000,)]
+    with open_reader(lake) as reader:
+        assert reader.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' "
+                              "AND starts_with(schema_name, '_')").fetchall() == [(0,)]
+    other = duckdb.connect()
+    attach_for_writing(other, lake)
+    other.execute("DELETE FROM lake.sap_raw.ocrd WHERE CardCode IN ('C10', 'C11')")
+    other.execute("INSERT INTO lake.ometria.orders VALUES ('stray', 1, '{}')")
+    other.close()
+    _third_and_fourth_publish(path, con, lake)
+
+
+def test_a_stop_between_the_lake_commit_and_the_warehouse_update_is_recovered(warehouse, monkeypatch):
+    path, con = warehouse
+    lake = Lake.for_warehouse(path)
+    publish(con, lake, "run-1")
+    con.execute("UPDATE sap_raw.ocrd SET CardName = 'second', _row_hash = 'x' WHERE CardCode IN ('C7', 'C8')")
+
+    def stop(*_args, **_kwargs):
+        raise duckdb.IOException("the process stopped")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StateUpdate, "apply", stop)
+        assert publish(con, lake, "run-2").snapshot_id is not None  # the lake committed, the warehouse did not
+    _assert_lake_equals_warehouse(path, con)
+    _third_and_fourth_publish(path, con, lake)

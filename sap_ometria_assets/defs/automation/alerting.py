@@ -1,12 +1,13 @@
 """Alert sensors: every failed run, and every failed ERROR-severity asset check (in a failed
-run or a successful one), becomes a row in `ops.alerts` and, when `SAP_OMETRIA_ALERT_WEBHOOK`
-is set, a Slack-compatible message. WARN checks do not page: they show in the UI and in the
-exception register.
+run or a successful one), becomes a Slack-compatible message at once (when
+`SAP_OMETRIA_ALERT_WEBHOOK` is set) and a row in `ops.alerts` after the next run. WARN checks
+do not page: they show in the UI and in the exception register.
 
-The sensors run in the daemon while a sync may hold the DuckDB file: alerts go through the
-spool described in `lib/automation/alerts.py` (webhook first, `ops.alerts` with a 5-second bounded wait,
-the rest queued and written by the next flush). `flush_alert_queue` retries queued alerts every
-minute and does not touch DuckDB when nothing is queued.
+The sensors run in the daemon while a sync or a reader may hold the DuckDB file, so they never
+open it: an alert is written to the spool of `lib/automation/spool.py` and posted to the
+webhook; the next run's publish step moves the spool into `ops.alerts` (and so into the
+published snapshot). `flush_alert_queue` re-posts, every minute, queued alerts the webhook has
+not accepted yet.
 """
 
 
@@ -134,19 +135,20 @@ def _deliver(context, alerts: list[Alert], warehouse: WarehouseResource) -> None
         duckdb_path=warehouse.path,
         webhook=settings.sap_ometria_alert_webhook,
         ui_url=automation_config().ui_url,
-        lock_wait_s=ALERT_LOCK_WAIT_S,
+        write_warehouse=False,
+        echo_stderr=False,
     )
     context.log.info(
-        f"{len(alerts)} alert(s) raised: {outcome.written} written to ops.alerts, "
-        f"{outcome.pending} queued (warehouse busy), {outcome.delivered} sent to the webhook"
+        f"{len(alerts)} alert(s) raised: {outcome.delivered} sent to the webhook, {outcome.pending} "
+        "queued for ops.alerts (the next run's publish writes them)"
         + (f"; webhook problem: {outcome.delivery_errors[0]}" if outcome.delivery_errors else "")
     )
 
 
 @dg.run_failure_sensor(
     name="alert_on_run_failure",
-    description="Any failed run of this code location: an ops.alerts row and a webhook message, "
-    "plus one per failed ERROR check in that run.",
+    description="Any failed run of this code location: a webhook message at once and an ops.alerts "
+    "row after the next run, plus one per failed ERROR check in that run.",
     default_status=DEFAULT_SENSOR_STATUS,
 )
 def alert_on_run_failure(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
@@ -160,7 +162,7 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext, warehouse: Warehou
     run_status=dg.DagsterRunStatus.SUCCESS,
     name="alert_on_failed_checks",
     description="Runs that succeeded but had a failed ERROR-severity check (a non-blocking one): "
-    "an ops.alerts row and a webhook message per check.",
+    "a webhook message at once and an ops.alerts row after the next run, per check.",
     default_status=DEFAULT_SENSOR_STATUS,
 )
 def alert_on_failed_checks(context: dg.RunStatusSensorContext, warehouse: WarehouseResource):
@@ -173,7 +175,8 @@ def alert_on_failed_checks(context: dg.RunStatusSensorContext, warehouse: Wareho
 
 @dg.sensor(
     name="flush_alert_queue",
-    description="Writes alerts that were queued while a run held the warehouse into ops.alerts.",
+    description="Re-posts queued alerts the webhook has not accepted yet (ops.alerts is written by "
+    "the next run's publish).",
     minimum_interval_seconds=60,
     default_status=DEFAULT_SENSOR_STATUS,
 )
@@ -184,8 +187,10 @@ def flush_alert_queue(context: dg.SensorEvaluationContext, warehouse: WarehouseR
         duckdb_path=warehouse.path,
         webhook=get_settings().sap_ometria_alert_webhook,
         ui_url=automation_config().ui_url,
-        lock_wait_s=ALERT_LOCK_WAIT_S,
+        write_warehouse=False,
+        echo_stderr=False,
     )
     return dg.SkipReason(
-        f"flushed {outcome.written} queued alert(s); {outcome.pending} still waiting for the warehouse"
+        f"{outcome.delivered} queued alert(s) sent to the webhook; {outcome.pending} wait for the next "
+        "run's publish to reach ops.alerts"
     )

@@ -3,10 +3,11 @@
 Alerts are raised by sensors, which run in the Dagster daemon while a sync may be holding the
 DuckDB file. So an alert is first written to a small spool folder beside the warehouse
 (`<warehouse>.alerts_pending/<alert_id>.json`), then posted to the webhook (people hear about it
-at once, whatever DuckDB is doing), then copied into `ops.alerts` with a bounded wait for the
-lock. When the lock is not free in time the alert stays in the spool and the next flush (every
-alert sensor tick, and the `flush_alert_queue` sensor) writes it; the spool remembers that the
-webhook already had it, so nobody is paged twice. Nothing is lost and nothing blocks a run. When
+at once, whatever DuckDB is doing). The sensors stop there (they never open the working
+warehouse); the next run's publish step flushes the spool into `ops.alerts` (and so into the
+snapshot it publishes). Callers inside a run copy it at once with a bounded wait for the lock;
+when the lock is not free in time the alert stays in the spool for the next flush. The spool
+remembers that the webhook already had an alert, so nobody is paged twice. Nothing is lost and nothing blocks a run. When
 the warehouse's folder is unusable, alerts wait in a private fallback folder (or go to stderr).
 """
 
@@ -154,10 +155,12 @@ def raise_alerts(
     lock_wait_s: float = 5.0,
     webhook_transport: httpx.BaseTransport | None = None,
     write_warehouse: bool = True,
+    echo_stderr: bool = True,
 ) -> FlushOutcome:
     """Queue new alerts, then flush everything pending (see module docstring).
-    `write_warehouse=False` (the warehouse was refused as damaged) posts and keeps the alerts
-    in the spool without opening DuckDB."""
+    `write_warehouse=False` posts and keeps the alerts in the spool without opening DuckDB (the
+    alert sensors, which never open the working warehouse: the next run's publish writes them;
+    a warehouse refused as damaged, then `echo_stderr` prints them too)."""
     spool = usable_spool(duckdb_path)
     if spool is None:
         return _deliver_unspooled(alerts, duckdb_path=duckdb_path, webhook=webhook, ui_url=ui_url,
@@ -167,6 +170,7 @@ def raise_alerts(
     return flush_alerts(
         duckdb_path=duckdb_path, webhook=webhook, ui_url=ui_url, lock_wait_s=lock_wait_s,
         webhook_transport=webhook_transport, spool=spool, write_warehouse=write_warehouse,
+        echo_stderr=echo_stderr,
     )
 
 
@@ -195,6 +199,7 @@ def flush_alerts(
     webhook_transport: httpx.BaseTransport | None = None,
     spool: AlertSpool | None = None,
     write_warehouse: bool = True,
+    echo_stderr: bool = True,
 ) -> FlushOutcome:
     """Post undelivered pending alerts (one message), then move the spool into `ops.alerts`.
 
@@ -234,7 +239,8 @@ def flush_alerts(
             delivered_now = len(delivered_ids)
     spool.prune_markers()
     if not write_warehouse:
-        _to_stderr(pending, f"queued in {spool.directory}; the warehouse was not opened")
+        if echo_stderr:
+            _to_stderr(pending, f"queued in {spool.directory}; the warehouse was not opened")
         return FlushOutcome(0, len(pending), delivered_now, tuple(errors))
 
     try:

@@ -11,11 +11,13 @@ Cost follows what changed, not the warehouse:
 - each candidate's fingerprint (row count and the sum of its row hashes, computed on the
   warehouse alone) is compared with the one remembered at the last publish: an unchanged table
   costs one scan of its fingerprint columns and never touches the lake;
-- a changed table is compared row by row with the lake's current rows on the same row hashes
+- a changed table is compared row by row with the lake's rows as the warehouse remembers them
+  (rowstate.py: DuckLake row ids and row hashes, so the lake is not read) on the same row hashes
   (for landed SAP tables and their history: the key, `_row_hash` and the columns that are not
   SAP properties, `_landed_at`, `_deleted_at`, validity times...; for Ometria records every
   column but the JSON `payload`, which `payload_hash` stands for; elsewhere the whole row): rows whose hash disappeared are
-  deleted from the lake, rows whose hash is new are inserted;
+  deleted from the lake by row id, rows whose hash is new are inserted; when that memory does
+  not belong to the lake's latest snapshot, every table is compared with the lake itself once;
 - exact duplicate rows that came out in another number make the table be copied whole; so does
   a change of column type (the lake table is re-created). A new column is an `ALTER TABLE ...
   ADD COLUMN`, a removed one a `DROP COLUMN`; a new table is created, a dropped one dropped;
@@ -30,15 +32,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 
 import duckdb
 
 from sap_ometria_assets.lib.sap.tables import TABLES_BY_NAME
+from sap_ometria_assets.lib.snapshots import rowstate
 from sap_ometria_assets.lib.snapshots.lake import ALIAS, AUTHOR, Lake, attach_for_writing
 from sap_ometria_assets.lib.snapshots.scope import is_candidate
 from sap_ometria_assets.lib.warehouse.sql import lit, q
+
+log = logging.getLogger(__name__)
 
 PUBLISHED_SCHEMAS = ("sap_raw", "sap_history", "sap_meta", "ometria", "ometria_push", "ops", "recon")
 
@@ -136,10 +142,17 @@ class _Publisher:
         self.result = PublishResult(None)
         self.temps: list[str] = []
         self.sap_columns: dict[str, frozenset[str]] = {}  # sap_raw table -> its columns
+        self.wh_cols: dict[Key, dict[str, str]] = {}
+        self.hashes: dict[Key, str] = {}  # table -> temp table of (warehouse rowid, row hash)
+        self.valid: set[Key] | None = None  # tables whose lake rows the warehouse remembers (rowstate.py)
+        self.state = rowstate.StateUpdate()
 
     def hash_columns(self, key: Key, columns: list[str]) -> list[str]:
         sap = self.sap_columns.get(key[1], frozenset()) if key[0] == "sap_history" else frozenset()
         return row_hash_columns(key[0], key[1], columns, sap)
+
+    def row_hash_sql(self, key: Key) -> str:
+        return _row_hash(self.hash_columns(key, list(self.wh_cols[key])))
 
     def src(self, key: Key) -> str:
         return f"{q(self.wh)}.{q(key[0])}.{q(key[1])}"
@@ -152,11 +165,18 @@ class _Publisher:
         return self.con.execute(f"SELECT count(*) FROM {table_sql}").fetchall()[0][0]
 
     def fingerprint(self, key: Key, columns: dict[str, str]) -> str:
-        """Row count, sum of row hashes and the column types: equal = same content."""
+        """Row count, sum of row hashes and the column types: equal = same content. The row
+        hashes (with the warehouse row ids) stay in a temp table for the diff: one hash scan."""
         h = _row_hash(self.hash_columns(key, list(columns)))
-        n, total = self.con.execute(f"SELECT count(*), sum({h}) FROM {self.src(key)}").fetchall()[0]
+        hashes = self.hashes[key] = f"_publish_wh_{len(self.temps)}"
+        self.temps.append(hashes)
+        self.con.execute(f"CREATE TEMP TABLE {hashes} AS SELECT rowid AS wrid, {h} AS h FROM {self.src(key)}")
+        n, total = self.con.execute(f"SELECT count(*), sum(h) FROM temp.main.{hashes}").fetchall()[0]
         types = hashlib.sha256(json.dumps(columns).encode()).hexdigest()[:12]
         return f"{n}:{total or 0}:{types}"
+
+    def forget_hashes(self, key: Key) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS temp.main.{self.hashes.pop(key)}")
 
     def plan(self, key: Key, wh_cols: dict[str, str], lake_cols: dict[str, str] | None) -> dict | None:
         """What must change in the lake for this table (None: nothing)."""
@@ -170,21 +190,31 @@ class _Publisher:
             return {"action": "evolve", "added": added, "dropped": dropped}
         self.result.tables_diffed += 1
         h = _row_hash(self.hash_columns(key, list(wh_cols)))
-        diff = f"_publish_diff_{len(self.temps)}"
-        self.temps.append(diff)
-        # one scan of each side: hashes only in the lake (delete) or only here (insert)
-        self.con.execute(
-            f"CREATE TEMP TABLE {diff} AS WITH w AS (SELECT DISTINCT {h} AS h FROM {self.src(key)}), "
-            f"l AS (SELECT DISTINCT {h} AS h FROM {self.dst(key)}) "
-            "SELECT h, false AS ins FROM (SELECT h FROM l EXCEPT SELECT h FROM w) "
-            "UNION ALL SELECT h, true AS ins FROM (SELECT h FROM w EXCEPT SELECT h FROM l)")
+        i = len(self.temps)
+        if self.valid is not None and key in self.valid:  # the lake's rows as remembered in the warehouse (rowstate.py)
+            rows = rowstate.rows_table(self.wh, key)
+        else:  # not remembered (yet, or no longer trusted): read the lake once
+            base = f"_publish_lake_{i}"
+            self.temps.append(base)
+            rowstate.lake_rows(self.con, key, h, base)
+            self.state.bases[key] = base
+            rows = f"temp.main.{base}"
+        deleted, inserted, diff = f"_publish_del_{i}", f"_publish_ins_{i}", f"_publish_diff_{i}"
+        self.temps += [deleted, inserted, diff]
+        # on the warehouse alone, in one join: lake rows whose hash is gone (delete by lake row
+        # id), warehouse rows whose hash the lake lacks (insert by warehouse row id)
+        self.con.execute(f"CREATE TEMP TABLE {diff} AS SELECT r.rid, w.wrid FROM temp.main.{self.hashes[key]} w "
+                         f"FULL JOIN {rows} r ON w.h = r.h WHERE w.h IS NULL OR r.h IS NULL")
+        self.con.execute(f"CREATE TEMP TABLE {deleted} AS SELECT rid FROM temp.main.{diff} WHERE rid IS NOT NULL")
+        self.con.execute(f"CREATE TEMP TABLE {inserted} AS SELECT wrid FROM temp.main.{diff} WHERE wrid IS NOT NULL")
+        self.forget_hashes(key)
         n_del, n_ins, n_src, n_dst = self.con.execute(
-            f"SELECT count(*) FILTER (NOT ins), count(*) FILTER (ins), "
-            f"(SELECT count(*) FROM {self.src(key)}), (SELECT count(*) FROM {self.dst(key)}) "
-            f"FROM temp.main.{diff}").fetchall()[0]
+            f"SELECT (SELECT count(*) FROM temp.main.{deleted}), (SELECT count(*) FROM temp.main.{inserted}), "
+            f"(SELECT count(*) FROM {self.src(key)}), (SELECT count(*) FROM {rows})").fetchall()[0]
         if not n_del and not n_ins:
             return None if n_src == n_dst else {"action": "copy"}  # exact duplicates, recounted
-        return {"action": "diff", "hash": h, "diff": diff, "n_del": n_del}
+        return {"action": "diff", "hash": h, "deleted": deleted, "inserted": inserted,
+                "n_del": n_del, "n_after": n_dst - n_del}
 
     def _copy_rows(self, key: Key) -> None:
         self.result.rows_deleted += self.count(self.dst(key))
@@ -200,6 +230,7 @@ class _Publisher:
                 self.result.rows_deleted += self.count(dst)
                 con.execute(f"DROP TABLE {dst}")
             con.execute(f"CREATE TABLE {dst} AS SELECT * FROM {src}")
+            self.state.whole[key] = self.row_hash_sql(key)
             changed = self.result.tables_created if action == "create" else self.result.tables_changed
             changed.append(_name(key))
             self.result.rows_inserted += self.count(src)
@@ -212,16 +243,19 @@ class _Publisher:
                 con.execute(f"ALTER TABLE {dst} ADD COLUMN {q(column)} {dtype}")
         if action in ("evolve", "copy"):
             self._copy_rows(key)
+            self.state.whole[key] = self.row_hash_sql(key)
             return
-        h, diff = plan["hash"], plan["diff"]
-        if plan["n_del"]:
-            con.execute(f"DELETE FROM {dst} WHERE {h} IN (SELECT h FROM temp.main.{diff} WHERE NOT ins)")
+        h = plan["hash"]
+        if plan["n_del"]:  # by DuckLake's row id: the lake is not scanned for hashes
+            con.execute(f"DELETE FROM {dst} WHERE rowid IN (SELECT rid FROM temp.main.{plan['deleted']})")
             self.result.rows_deleted += plan["n_del"]
-        self.result.rows_inserted += con.execute(
-            f"INSERT INTO {dst} BY NAME SELECT * FROM {src} "
-            f"WHERE {h} IN (SELECT h FROM temp.main.{diff} WHERE ins)").fetchall()[0][0]
-        if self.count(dst) != self.count(src):  # exact duplicate rows: copy the table whole
+        n_ins = con.execute(f"INSERT INTO {dst} BY NAME SELECT * FROM {src} "
+                            f"WHERE rowid IN (SELECT wrid FROM temp.main.{plan['inserted']})").fetchall()[0][0]
+        self.result.rows_inserted += n_ins
+        self.state.diffed[key] = (h, plan["deleted"])
+        if plan["n_after"] + n_ins != self.count(src):  # exact duplicate rows: copy the table whole
             self._copy_rows(key)
+            self.state.whole[key] = h
 
     def drop_temps(self) -> None:
         for name in self.temps:
@@ -247,9 +281,13 @@ def publish(con: duckdb.DuckDBPyConnection, lake: Lake, run_id: str | None,
             con.execute("ROLLBACK")
             raise
         con.execute("COMMIT" if committed else "ROLLBACK")
-        if committed:
-            pub.result.snapshot_id = con.execute(
-                f"SELECT max(snapshot_id) FROM {ALIAS}.snapshots()").fetchall()[0][0]
+        snapshot = rowstate.latest_snapshot(con) if committed else None
+        if snapshot is not None:
+            pub.result.snapshot_id = snapshot[0]
+        try:  # after the lake commit: a failure here only makes the next publish read the lake
+            pub.state.apply(con, warehouse_db, snapshot, pub.valid)
+        except duckdb.Error as exc:
+            log.warning("published rows not remembered in the warehouse (the next publish reads the lake): %s", exc)
         if retention_days is not None:
             pub.result.expired_snapshots = expire(con, retention_days)
         lake.write_open_sql()
@@ -265,9 +303,15 @@ def _compare_and_write(pub: _Publisher, run_id: str | None, candidates: set[Key]
     con = pub.con
     tables, views = objects(con, pub.wh)
     lake_tables, lake_views = objects(con, ALIAS)
+    pub.wh_cols = tables
     pub.sap_columns = {t: frozenset(cols) for (s, t), cols in tables.items() if s == "sap_raw"}
     info = _last_commit_info(con)
     remembered: dict[str, str] = dict(info.get("fingerprints") or {})
+    pub.valid = rowstate.remembered(con, pub.wh)
+    if pub.valid is None and lake_tables:
+        # nothing remembered matches the lake (another writer, a stop after the lake commit, an
+        # older lake): compare every table with the lake once, whatever the fingerprints say
+        candidates, remembered = None, {}
     fingerprints = {k: v for k, v in remembered.items() if tuple(k.split(".", 1)) in tables}
     plans: dict[Key, dict] = {}
     for key, wh_cols in tables.items():
@@ -278,8 +322,11 @@ def _compare_and_write(pub: _Publisher, run_id: str | None, candidates: set[Key]
         fingerprint = pub.fingerprint(key, wh_cols)
         fingerprints[_name(key)] = fingerprint
         if key in lake_tables and remembered.get(_name(key)) == fingerprint:
+            pub.forget_hashes(key)
             continue
         plan = pub.plan(key, wh_cols, lake_tables.get(key))
+        if key in pub.hashes:  # not diffed (created, evolved...)
+            pub.forget_hashes(key)
         if plan is not None:
             plans[key] = plan
     # DuckLake re-renders a view's SQL: compare the warehouse SQL it was published from
@@ -294,6 +341,7 @@ def _compare_and_write(pub: _Publisher, run_id: str | None, candidates: set[Key]
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {ALIAS}.{q(schema)}")
     for key, plan in plans.items():
         pub.apply(key, plan)
+    pub.state.dropped = gone
     for key in gone:
         con.execute(f"DROP {'VIEW' if key in lake_views else 'TABLE'} {pub.dst(key)}")
         pub.result.tables_changed.append(_name(key))
