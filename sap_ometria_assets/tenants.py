@@ -46,6 +46,7 @@ from sap_ometria_assets.lib.tenants.companies import (
     list_companies,
     load_company,
 )
+from sap_ometria_assets.lib.tenants.shared_accounts import check_shared_account
 
 # Asset groups whose materialisation sends requests to Ometria (push, read-back, backfill push).
 OMETRIA_GROUPS = frozenset({"ometria_push", "recon", "backfill"})
@@ -93,11 +94,13 @@ def for_company(defs: dg.Definitions, company: CompanyConfig) -> dg.Definitions:
 
 def validated_company(name: str) -> tuple[CompanyConfig, Settings]:
     """The company file, its settings, and its mapping and checks files read: anything wrong
-    raises here, naming the file (a broken mapping fails this location's load)."""
+    raises here, naming the file (a broken mapping fails this location's load), and so does
+    a company that would overwrite another's orders or contacts in a shared Ometria account."""
     company = load_company(name)
     settings = company_settings(company)
     load_mapping(settings.mapping_path)
     load_checks_config(settings.checks_path)
+    check_shared_account(company, settings)
     return company, settings
 
 

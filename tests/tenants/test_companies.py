@@ -147,3 +147,56 @@ def test_the_example_company_files_are_valid(tmp_path):
     assert accounts["acme_uk"] == accounts["acme_ie"] == "acme-group"
     for name in names:
         assert company_settings(load_company(name, folder), env).duckdb_path.name == "warehouse.duckdb"
+
+
+def _group_company(folder, tmp_path, name, mapping=None, collection=None):
+    ometria = {"account": "acme-group"}
+    if collection:
+        ometria["collection"] = collection
+    data = {"warehouse": str(tmp_path / name), "ometria": ometria}
+    if mapping:
+        data["mapping"] = str(mapping)
+    _write(folder, name, data)
+
+
+def _mapping_with_ids(tmp_path, prefix):
+    text = (PROJECT_ROOT / "data" / "mapping.yaml").read_text()
+    text = text.replace('"SO-{DocEntry}"', f'"{prefix}-SO-{{DocEntry}}"')
+    text = text.replace('"CN-{DocEntry}"', f'"{prefix}-CN-{{DocEntry}}"')
+    path = tmp_path / f"{prefix}.mapping.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_companies_sharing_an_ometria_account_may_not_overwrite_each_others_orders(
+        tmp_path, monkeypatch):
+    folder = tmp_path / "companies"
+    monkeypatch.setenv("SAP_OMETRIA_COMPANIES_DIR", str(folder))
+    _group_company(folder, tmp_path, "acme_uk", collection="sap_b1_uk")
+    _group_company(folder, tmp_path, "acme_ie", collection="sap_b1_ie")   # same order ids
+    with pytest.raises(CompanyConfigError) as err:
+        tenants.validated_company("acme_ie")
+    text = str(err.value)
+    assert "acme_ie.yaml" in text and "acme_uk.yaml" in text and "acme-group" in text
+    assert "SO-{DocEntry}" in text and "orders.id_template" in text
+    assert "collection" not in text.split("orders.id_template")[1]     # collections differ
+
+
+def test_a_shared_contact_collection_is_refused_and_own_ids_and_collection_are_accepted(
+        tmp_path, monkeypatch):
+    folder = tmp_path / "companies"
+    monkeypatch.setenv("SAP_OMETRIA_COMPANIES_DIR", str(folder))
+    _group_company(folder, tmp_path, "acme_uk", mapping=_mapping_with_ids(tmp_path, "UK"))
+    _group_company(folder, tmp_path, "acme_ie", mapping=_mapping_with_ids(tmp_path, "IE"))
+    with pytest.raises(CompanyConfigError, match="contact collection 'sap_b1' is also"):
+        tenants.validated_company("acme_ie")
+    _group_company(folder, tmp_path, "acme_ie", mapping=_mapping_with_ids(tmp_path, "IE"),
+                   collection="sap_b1_ie")
+    _group_company(folder, tmp_path, "acme_uk", mapping=_mapping_with_ids(tmp_path, "UK"),
+                   collection="sap_b1_uk")
+    for name in ("acme_uk", "acme_ie"):
+        company, settings = tenants.validated_company(name)
+        assert company.ometria_account == "acme-group"
+    # a company on an account of its own never conflicts, whatever its ids
+    _write(folder, "solo", {"warehouse": str(tmp_path / "solo")})
+    assert tenants.validated_company("solo")[0].ometria_account == "solo"

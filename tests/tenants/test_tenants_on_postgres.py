@@ -27,6 +27,7 @@ from dagster import DagsterInstance, DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from sap_ometria_assets.emulators.ometria.server import OmetriaEmulator
+from sap_ometria_assets.lib.config.settings import PROJECT_ROOT
 from sap_ometria_assets.lib.tenants.companies import ACCOUNT_TAG, COMPANY_TAG
 from tests.tenants.deployment import start_deployment
 from tests.tenants.postgres import postgres_server
@@ -83,7 +84,13 @@ def deployment(pg_url, tmp_path_factory):
     shared.faults.max_rate_per_s = ACCOUNT_LIMIT_PER_S
     _write_company(companies, "north", 101, own, "NORTH_OMETRIA_KEY", "north-account")
     _write_company(companies, "south", 202, shared, "GROUP_OMETRIA_KEY", "group-account")
-    _write_company(companies, "east", 303, shared, "GROUP_OMETRIA_KEY", "group-account")
+    # east shares south's account, so it needs order ids and a collection of its own (refused
+    # otherwise: lib/tenants/shared_accounts.py)
+    east_mapping = (PROJECT_ROOT / "data" / "mapping.yaml").read_text()
+    east_mapping = east_mapping.replace('"SO-{DocEntry}"', '"E-SO-{DocEntry}"')
+    (tmp / "east_mapping.yaml").write_text(east_mapping.replace('"CN-{DocEntry}"', '"E-CN-{DocEntry}"'))
+    _write_company(companies, "east", 303, shared, "GROUP_OMETRIA_KEY", "group-account",
+                   extra=f"mapping: {tmp / 'east_mapping.yaml'}")
     (tmp / "broken_mapping.yaml").write_text("contacts:\n  no_such_setting: true\n")
     _write_company(companies, "broken", 404, own, "NORTH_OMETRIA_KEY", "north-account",
                    extra=f"mapping: {tmp / 'broken_mapping.yaml'}")
@@ -164,6 +171,12 @@ def _ledger_requests(tmp, name) -> set[str]:
                                       "WHERE request_id IS NOT NULL").fetchall()}
 
 
+def _accepted_orders(tmp, name) -> set[str]:
+    with duckdb.connect(str(tmp / "warehouses" / name / "warehouse.duckdb"), read_only=True) as con:
+        return {r[0] for r in con.sql("SELECT id FROM ometria_push.ledger WHERE feed = 'orders' "
+                                      "AND status = 'accepted'").fetchall()}
+
+
 def _customers(tmp, name) -> set[tuple]:
     with duckdb.connect(str(tmp / "warehouses" / name / "warehouse.duckdb"), read_only=True) as con:
         return set(con.sql('SELECT "CardCode", "CardName", "EmailAddress" FROM sap_raw.ocrd').fetchall())
@@ -182,6 +195,11 @@ def test_no_record_of_one_company_in_another(synced, deployment):
     # each account holds its own companies' contacts only (one collection per company)
     assert {c for c, _ in own.records("contact")} == {"sap_b1_north"}
     assert {c for c, _ in shared.records("contact")} == {"sap_b1_south", "sap_b1_east"}
+    # the shared account holds both companies' orders, none overwritten by the other's
+    south_orders, east_orders = _accepted_orders(tmp, "south"), _accepted_orders(tmp, "east")
+    assert south_orders and east_orders and not south_orders & east_orders
+    assert all(i.startswith(("E-SO-", "E-CN-")) for i in east_orders)
+    assert south_orders | east_orders <= {i for _, i in shared.records("order")}
     # each warehouse holds its own company (different seeds: different customers)
     north, south = _customers(tmp, "north"), _customers(tmp, "south")
     assert north and south and not north & south
