@@ -91,7 +91,7 @@ def _targets(s: dict[str, Any], d: dict[str, Any]) -> list[list[Any]]:
 
     if "transform_checks_s" in d:
         t = d["transform_checks_s"]
-        rows.append(["transforms + checks < 30 s", f"{t:.1f} s", verdict(t < 30)])
+        rows.append(["transforms + checks < 15 s", f"{t:.1f} s", verdict(t < 15)])
         p = d["transform_checks_peak_mb"]
         rows.append(["peak memory < 3 GiB (transforms, checks)", f"{p / 1024:.2f} GiB", verdict(p < 3072)])
     if "inc_s" in d:
