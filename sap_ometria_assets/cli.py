@@ -129,22 +129,23 @@ def _warehouse_of(args: argparse.Namespace):
     return settings.demo_dir / "warehouse.duckdb" if args.demo else settings.duckdb_path
 
 
-def cmd_sql(args: argparse.Namespace) -> int:
+def _on_lake(args: argparse.Namespace, command) -> int:
+    """Run `command(warehouse)`; settings that cannot be read are a message and exit 2."""
     try:
         warehouse = _warehouse_of(args)
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    return run_sql(warehouse, args.query, args.as_of, args.tsv, console=_console())
+    return command(warehouse)
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    return _on_lake(args, lambda warehouse: run_sql(warehouse, args.query, args.as_of, args.tsv,
+                                                    console=_console()))
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
-    try:
-        warehouse = _warehouse_of(args)
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    return run_list(warehouse, args.tsv, console=_console())
+    return _on_lake(args, lambda warehouse: run_list(warehouse, args.tsv, console=_console()))
 
 
 def _add_lake_commands(sub) -> None:

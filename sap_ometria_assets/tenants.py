@@ -98,9 +98,9 @@ def validated_company(name: str) -> tuple[CompanyConfig, Settings]:
     a company that would overwrite another's orders or contacts in a shared Ometria account."""
     company = load_company(name)
     settings = company_settings(company)
-    load_mapping(settings.mapping_path)
+    mapping = load_mapping(settings.mapping_path)
     load_checks_config(settings.checks_path)
-    check_shared_account(company, settings)
+    check_shared_account(company, settings, mapping)
     return company, settings
 
 

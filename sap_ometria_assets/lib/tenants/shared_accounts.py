@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sap_ometria_assets.lib.config.settings import Settings
-from sap_ometria_assets.lib.ometria.mapping import MappingError, load_mapping
+from sap_ometria_assets.lib.ometria.mapping import Mapping, MappingError, load_mapping
 from sap_ometria_assets.lib.tenants.companies import (
     CompanyConfig,
     CompanyConfigError,
@@ -38,8 +38,9 @@ class AccountIdentity:
     collection: str
 
 
-def identity(company: CompanyConfig, settings: Settings) -> AccountIdentity:
-    mapping = load_mapping(settings.mapping_path)
+def identity(company: CompanyConfig, settings: Settings,
+             mapping: Mapping | None = None) -> AccountIdentity:
+    mapping = mapping or load_mapping(settings.mapping_path)
     return AccountIdentity(
         source=company.source,
         id_templates=frozenset({mapping.orders.id_template, mapping.credit_memos.id_template}),
@@ -63,11 +64,11 @@ def _others_on_account(company: CompanyConfig, folder: Path | None,
     return others
 
 
-def check_shared_account(company: CompanyConfig, settings: Settings, folder: Path | None = None,
-                         environ: dict[str, str] | None = None) -> None:
+def check_shared_account(company: CompanyConfig, settings: Settings, mapping: Mapping | None = None,
+                         folder: Path | None = None, environ: dict[str, str] | None = None) -> None:
     """Raise CompanyConfigError when `company` would overwrite records of another company of
-    the folder that feeds the same Ometria account."""
-    mine = identity(company, settings)
+    the folder that feeds the same Ometria account (`mapping`: the company's, if already read)."""
+    mine = identity(company, settings, mapping)
     problems = []
     for other in _others_on_account(company, folder, environ):
         same = sorted(mine.id_templates & other.id_templates)
