@@ -49,6 +49,15 @@ def push_overhead_ms(phase: dict[str, Any]) -> float | None:
     return (phase["wall_s"] - http) / req * 1000
 
 
+def loop_ms(phase: dict[str, Any]) -> float | None:
+    """Our time between consecutive push requests (the request loop's span minus the waiting on
+    answers, per interval), milliseconds: the marginal cost of one more request."""
+    loop = phase.get("push_loop") or {}
+    if not loop.get("intervals"):
+        return None
+    return loop["between_requests_s"] / loop["intervals"] * 1000
+
+
 def exponent(s1: float, v1: float, s2: float, v2: float) -> float | None:
     """b of v = a * s^b through two points (None when a value is missing or not positive)."""
     if not (v1 and v2 and v1 > 0 and v2 > 0 and s2 != s1):
@@ -108,7 +117,9 @@ def _projection(lo: dict[str, Any], hi: dict[str, Any], ram_mb: float | None) ->
     if full_s:
         breaks.append(f"time: a full run (land, transform, push, checks) projects to {_duration(full_s)}"
                       + (", more than a day" if full_s > 86400 else ""))
-    ms = [push_overhead_ms(p) for p in (lo.get("stages", {}).get("push"), hi_push) if p]
+    pushes = [p for p in (lo.get("stages", {}).get("push"), hi_push) if p]
+    # the marginal cost per request when the loop was timed, else the all-in figure
+    ms = [loop_ms(p) for p in pushes] if all(loop_ms(p) for p in pushes) else [push_overhead_ms(p) for p in pushes]
     if len(ms) == 2 and all(ms):
         b = exponent(s1, ms[0], s2, ms[1])
         at = ms[1] * (TARGET_SCALE / s2) ** b if b is not None else None
@@ -134,16 +145,29 @@ def scaling_section(results: dict[str, Any]) -> str:
         ms = push_overhead_ms(p) if p else None
         if ms is not None:
             http = sum((p.get("http_s_by_feed") or {}).values())
-            prow.append([f"x{s['scale']:g}", f"{_push_requests(p):,}", f"{p['wall_s']:.1f}", f"{http:.1f}", f"{ms:.1f}"])
+            marginal = loop_ms(p)
+            prow.append([f"x{s['scale']:g}", f"{_push_requests(p):,}", f"{p['wall_s']:.1f}", f"{http:.1f}",
+                         f"{ms:.1f}", "-" if marginal is None else f"{marginal:.1f}"])
     if prow:
-        vals = [float(r[-1]) for r in prow]
-        spread = max(vals) / min(vals) - 1 if min(vals) > 0 else None
+        def spread(col: int) -> float | None:
+            vals = [float(r[col]) for r in prow if r[col] != "-"]
+            return max(vals) / min(vals) - 1 if len(vals) == len(prow) and min(vals) > 0 else None
+
+        all_in, marginal = spread(4), spread(5)
+        verdict = "" if marginal is None else (
+            f"Spread of the cost between requests across scales: {marginal:.0%} "
+            f"({'**met**' if marginal <= 0.20 else '**not met**'}); of the all-in figure: "
+            + ("-" if all_in is None else f"{all_in:.0%}") + ".")
         out += ["### Push: our overhead per request", "",
-                "Wall time of the full push minus the time waiting on the emulator's answers, per request "
-                "(serialisation, the ledger's writes, Dagster). Target: within 20% between scales.", "",
-                _md(prow, ["scale", "requests", "push wall s", "waiting on Ometria s", "ours per request ms"]), "",
-                f"Spread between scales: {spread:.0%} ({'**met**' if spread <= 0.20 else '**not met**'})."
-                if spread is not None else "", ""]
+                "All-in: wall time of the full push minus the time waiting on the emulator's answers, per "
+                "request; it also carries the once-per-feed work (delta plan, merging the acks into the "
+                "ledger, Dagster's step), which weighs more per request at x1's 135 requests. Between "
+                "requests: from each feed's first request to its last answer, minus the waiting, per "
+                "interval (`ometria_push.requests`): the marginal cost of one more request (body, "
+                "ledger, bookkeeping), the one the target is about (it must not grow with the ledger). "
+                "Target: within 20% between scales.", "",
+                _md(prow, ["scale", "requests", "push wall s", "waiting on Ometria s", "all-in per request ms",
+                           "between requests ms"]), "", verdict, ""]
     orow = []
     for s in scales:
         rows = overhead_rows(s.get("stages", {}))

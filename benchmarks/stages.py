@@ -106,6 +106,7 @@ def stage_dagster(args: argparse.Namespace) -> dict[str, Any]:
     extra: dict[str, Any] = {"overhead": overhead}
     if args.phase == "push":
         extra["http_s_by_feed"] = _http_seconds(result.run_id)
+        extra["push_loop"] = _push_loop(result.run_id)
     failures = []
     for event in result.all_events:
         if event.is_step_failure:
@@ -139,6 +140,27 @@ def _http_seconds(run_id: str) -> dict[str, float]:
             "SELECT feed, coalesce(sum(duration_ms), 0) / 1000 FROM ometria_push.requests "
             "WHERE run_id = ? GROUP BY feed", [run_id]).fetchall()
     return {feed: round(float(s), 3) for feed, s in rows}
+
+
+def _push_loop(run_id: str) -> dict[str, float]:
+    """The push's request loop, summed over feeds: requests, time from each feed's first request
+    to its last answer, and the time waiting on answers within it. What is left between
+    requests is our cost per request (body, ledger, bookkeeping), free of the once-per-feed
+    work before the first request and after the last (delta plan, ack merge, Dagster)."""
+    from sap_ometria_assets.lib.config.settings import get_settings
+    from sap_ometria_assets.lib.warehouse.db import connect
+
+    with connect(get_settings().duckdb_path, read_only=True) as con:
+        row = con.execute(
+            "SELECT coalesce(sum(n), 0), coalesce(sum(gaps), 0), coalesce(sum(span), 0) FROM ("
+            "  SELECT feed, count(*) - 1 AS n, "
+            "         epoch(max(sent_at + duration_ms * INTERVAL 1 MILLISECOND) - min(sent_at)) AS span, "
+            "         epoch(max(sent_at + duration_ms * INTERVAL 1 MILLISECOND) - min(sent_at)) "
+            "           - sum(duration_ms) / 1000 AS gaps "
+            "  FROM ometria_push.requests WHERE run_id = ? AND duration_ms IS NOT NULL "
+            "  GROUP BY feed HAVING count(*) > 1)", [run_id]).fetchall()[0]
+    return {"intervals": int(row[0]), "between_requests_s": round(float(row[1]), 3),
+            "loop_s": round(float(row[2]), 3)}
 
 
 # ---------------------------------------------------------------------------------------------
