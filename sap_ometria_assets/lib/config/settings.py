@@ -142,9 +142,10 @@ class Settings(BaseSettings):
     ometria_timeout_s: float = Field(default=30.0, gt=0)
     ometria_max_retries: int = Field(default=5, ge=0, le=20)
     ometria_ack_every_requests: int = Field(
-        default=1, ge=1, le=100,
-        description="Acknowledged requests written to the ledger per transaction; a killed run "
-        "re-sends at most this many requests.",
+        default=50, ge=1, le=1000,
+        description="Acknowledged requests written to the ledger per transaction (or one second's "
+        "worth, whichever comes first). Each is journalled durably before the next request, so a "
+        "killed run re-sends at most the batch in flight whatever this is.",
     )
     ometria_collection: str = Field(
         default="sap_b1", validation_alias=AliasChoices("OMETRIA_COLLECTION"),

@@ -17,7 +17,8 @@ import polars as pl
 from sap_ometria_assets.lib.config.secrets import scrub, scrubbed_logger
 from sap_ometria_assets.lib.ometria.answers import PushError
 from sap_ometria_assets.lib.ometria.client import OmetriaClient
-from sap_ometria_assets.lib.push.ledger import ensure_push_tables, merge_acknowledged, utc_now
+from sap_ometria_assets.lib.push.journal import settle
+from sap_ometria_assets.lib.push.ledger import ensure_push_tables, utc_now
 from sap_ometria_assets.lib.push.results import ErrorSyncResult, Logger
 from sap_ometria_assets.lib.warehouse.sql import transaction
 
@@ -71,7 +72,7 @@ def sync_errors(con: duckdb.DuckDBPyConnection, client: OmetriaClient, *, run_id
     `unconfirmed` and are sent again next run rather than silently counted as delivered."""
     logger = logger or log
     ensure_push_tables(con)
-    merge_acknowledged(con)  # the errors are matched against the complete ledger
+    settle(con)  # the errors are matched against the complete ledger (a killed push journalled some)
     fetched = client.fetch_errors() if errors is None else errors
     out = ErrorSyncResult(fetched=len(fetched))
     now = utc_now()

@@ -3,17 +3,17 @@
 A feed is one `ometria.<feed>` table (contacts, products, orders, stock), one row per Ometria
 record with its `payload` and `payload_hash`. `push_feed` sends the rows whose hash differs
 from the one Ometria last acknowledged for that (feed, id), in batches of at most 100 records
-of one type. Acknowledgements are written in groups of `OMETRIA_ACK_EVERY_REQUESTS` requests
-(default 1: every acknowledged request) or `ACK_EVERY_S` (1 s), whichever comes first: one
-transaction writes their ledger rows, `ometria_push.requests` audit rows and per-record
-`sent_records` rows, and appends the records to `ometria_push.acks`, which is merged into the
-ledger once at the end of the feed's push (so a request's write does not grow with the ledger). An exception (Ometria down, a bug, Ctrl-C) writes the acknowledged group
-before it propagates. A process killed outright (SIGKILL, power loss) loses only the group not
-yet written, and the re-run sends what was not recorded: nothing is lost, and at most that
-many requests (by default only the batch in flight, 100 records) are sent twice (harmless,
-Ometria upserts by type and id). At Ometria's few requests a second the per-request write
-(a few ms, whatever the size of the ledger) is noise; a bulk load against an unthrottled endpoint
-can raise the group size to trade that bound for speed.
+of one type. Each acknowledged request is journalled durably (lib/push/journal.py: one line
+and an fdatasync, 1-2 ms) before the next request goes; the acknowledged group then reaches
+DuckDB every `OMETRIA_ACK_EVERY_REQUESTS` requests (default 50) or `ACK_EVERY_S` (1 s),
+whichever comes first: one transaction writes their `ometria_push.requests` audit rows and
+per-record `sent_records` rows and appends the records to `ometria_push.acks`, which is merged
+into the ledger once at the end of the feed's push (so no write grows with the ledger). An
+exception (Ometria down, a bug, Ctrl-C) writes the acknowledged group before it propagates. A
+process killed outright (SIGKILL, power loss) leaves its journal, which the next push replays
+first: nothing is lost, and at most the batch in flight (100 records) is sent twice (harmless,
+Ometria upserts by type and id), whatever the group size. A dry run writes the outbox instead
+and keeps no journal (its group is written after the outbox lines are on disk).
 
 What is sent is planned in `plan.py`; the tables written are described in `ledger.py`.
 """
@@ -40,6 +40,7 @@ from sap_ometria_assets.lib.ometria.errors import (
     OmetriaUnconfirmedError,
 )
 from sap_ometria_assets.lib.push.errors import record_errors, sync_errors
+from sap_ometria_assets.lib.push.journal import Journal, journal_dir, settle
 from sap_ometria_assets.lib.push.ledger import (
     FEEDS,
     REQUEST_SCHEMA,
@@ -88,13 +89,19 @@ class _Push:
         self.pending: list[tuple[pl.DataFrame, dict[str, Any]]] = []
         self.pending_since = 0.0
         self.ack_every = ack_every_requests()
+        # a real push journals each acknowledgement durably before the next request (journal.py)
+        folder = None if dry_run else journal_dir(con)
+        self.journal = Journal(folder, feed) if folder is not None else None
 
     # -- acknowledgements --------------------------------------------------------------
     def acknowledged(self, frame: pl.DataFrame, request: dict[str, Any]) -> None:
         """Queue an acknowledged batch; write the group once it is big or old enough."""
         if not self.pending:
             self.pending_since = time.monotonic()
-        self.pending.append((frame.select("record_type", "id", "payload_hash"), request))
+        records = frame.select("record_type", "id", "payload_hash")
+        if self.journal is not None:
+            self.journal.append(self.feed, self.dry_run, records, request)
+        self.pending.append((records, request))
         if (len(self.pending) >= self.ack_every
                 or time.monotonic() - self.pending_since >= ACK_EVERY_S):
             self.flush()
@@ -108,6 +115,8 @@ class _Push:
             os.fsync(self.out.fileno())
         self._ack(self.pending)
         self.pending = []
+        if self.journal is not None:
+            self.journal.clear()
 
     def flush_on_the_way_out(self) -> None:
         """`flush` while another exception propagates: that one matters more than ours."""
@@ -266,7 +275,7 @@ def push_feed(
     logger = logger or log
     started = time.perf_counter()
     ensure_push_tables(con)
-    merge_acknowledged(con)  # what a killed push had acknowledged, before planning from the ledger
+    settle(con)  # what a killed push had acknowledged, before planning from the ledger
     if not table_exists(con, "ometria", feed):
         raise PushInputMissingError(
             f"ometria.{feed} does not exist: materialise the ometria/{feed} asset first")
@@ -313,6 +322,8 @@ def push_feed(
         raise
     finally:
         con.execute("DROP TABLE IF EXISTS _push_delta")
+        if state.journal is not None:
+            state.journal.close()
 
     if not dry_run and result.requests:
         assert client is not None
