@@ -64,6 +64,7 @@ class Fetcher:
         self.client = client
         self.files: list[str] = []
         self.pages: list[Any] = []   # lib/sap/paging.Page without its body, per file
+        self._booleans: set[str] = set()  # files whose text holds `true` or `false` somewhere
         self._folder, self._stem, self._result = folder, stem, result
         self._args = {"select": select, "filter": filter, "orderby": orderby,
                       "page_size": page_size}
@@ -95,7 +96,10 @@ class Fetcher:
                         break
                     path = self._folder / f"{self._stem}_{page.number:07d}.json"
                     path.write_bytes(page.body)
+                    booleans = _may_hold_booleans(page.body)
                     with self._cond:
+                        if booleans:
+                            self._booleans.add(str(path))
                         self.files.append(str(path))
                         self.pages.append(replace(page, body=b""))
                         if self._result is not None:
@@ -132,6 +136,12 @@ class Fetcher:
             raise self._error
         return list(self.files)
 
+    def with_booleans(self, files: list[str]) -> list[str]:
+        """The pages among `files` whose text holds `true` or `false` anywhere: only those can
+        carry a JSON boolean (rejects.numeric_booleans scans them; most reads have none)."""
+        with self._cond:
+            return [f for f in files if f in self._booleans]
+
     def repair(self) -> int:
         """Validate every fetched page whole; fetch the damaged ones again (validated whole:
         `SapB1Error` names a page that stays damaged). Returns how many were replaced."""
@@ -143,9 +153,18 @@ class Fetcher:
                 continue
             self.client.log.warning("SAP B1 %s page %d: %s; fetching it again", page.entity_set,
                                     page.number, problem)
-            Path(path).write_bytes(self.client.refetch(page).body)
+            body = self.client.refetch(page).body
+            Path(path).write_bytes(body)
+            if _may_hold_booleans(body):
+                self._booleans.add(path)
             repaired += 1
         return repaired
+
+
+def _may_hold_booleans(body: bytes) -> bool:
+    """Cheap (a byte search, in the fetching thread) and never wrong the unsafe way: a page
+    without these bytes holds no JSON boolean; one with them is scanned exactly later."""
+    return b"true" in body or b"false" in body
 
 
 def read_repairing(con: duckdb.DuckDBPyConnection, fetcher: Fetcher, names: TempNames,

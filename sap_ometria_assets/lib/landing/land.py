@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import logging
 import time as _time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,7 @@ from sap_ometria_assets.lib.landing.results import LandResult
 from sap_ometria_assets.lib.landing.split import Staged
 from sap_ometria_assets.lib.landing.stage import stage_pages
 from sap_ometria_assets.lib.sap.tables import SapTable
+from sap_ometria_assets.lib.transforms.tables import fast_string_writes
 from sap_ometria_assets.lib.warehouse.sql import fqn, q, table_columns, transaction
 
 _log = logging.getLogger(__name__)
@@ -212,7 +214,10 @@ def land_table(
                         result.deletion_refused = verdict.reason
             result.requests = client.requests - requests_before
             broken = broken_contract(con, plan, staged)
-            with transaction(con):
+            # A full read rewrites its tables (a first load writes every row twice, sap_raw and
+            # the history seed): DICT_FSST's analysis is skipped for those bulk writes.
+            bulk = fast_string_writes(con) if result.read == "full" else nullcontext()
+            with bulk, transaction(con):
                 merge_all(con, plan, staged, result, now,
                           None if verdict is not None and verdict.refused else scan_keys,
                           full_refresh, settings.sap_ometria_timezone)

@@ -158,6 +158,10 @@ def split_targets(con: duckdb.DuckDBPyConnection, plan: Plan, shape: Shape, ent:
             f"WHERE {keys_present(main.key, 'e.')}"
         )
         hashes[main.table] = hname
+        # The child rows now live in their own stages: the nested copy is dropped so the read
+        # does not hold every line twice (at x100, over the memory cap, it would spill).
+        for coll in shape.collections:
+            con.execute(f"ALTER TABLE {q(ent)} DROP COLUMN {q(coll)}")
     return Staged(tables, cols_by, rejects, False, names, hashes, shape.absent)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -99,7 +100,8 @@ def stage_pages(con: duckdb.DuckDBPyConnection, client: Any, fetcher: Fetcher, p
                   str(exc).splitlines()[0][:200])
     files = fetcher.wait_all()
     names.drop_all(con)
-    return read_repairing(con, fetcher, names, lambda: _stage(con, files, plan, names))
+    return read_repairing(con, fetcher, names,
+                          lambda: _stage(con, files, plan, names, fetcher.with_booleans))
 
 
 def _stage_streaming(con: duckdb.DuckDBPyConnection, fetcher: Fetcher, plan: Plan,
@@ -128,14 +130,16 @@ def _stage_streaming(con: duckdb.DuckDBPyConnection, fetcher: Fetcher, plan: Pla
         _log.info("%s: pages sampled over the whole read type some property differently from "
                   "the first page; reading every page again", plan.spec.table)
         return None
-    if numeric_booleans(con, files, shape):
+    if numeric_booleans(con, fetcher.with_booleans(files), shape):
         return None
     return _finish_stage(con, plan, shape, ent, names, None, forced)
 
 
-def _stage(con: duckdb.DuckDBPyConnection, files: list[str], plan: Plan, names: TempNames) -> Staged:
+def _stage(con: duckdb.DuckDBPyConnection, files: list[str], plan: Plan, names: TempNames,
+           with_booleans: Callable[[list[str]], list[str]]) -> Staged:
     """The whole read: every page in one statement, typed from a sample over all of them, with
-    the lenient re-read when values do not fit."""
+    the lenient re-read when values do not fit. `with_booleans`: the pages that may hold a JSON
+    boolean (`Fetcher.with_booleans`)."""
     forced, stored = known_types(con, plan)
     if not files:
         return empty_stage(con, plan, names)
@@ -155,7 +159,7 @@ def _stage(con: duckdb.DuckDBPyConnection, files: list[str], plan: Plan, names: 
     try:
         con.execute(f"CREATE TEMP TABLE {q(ent)} AS {entities_sql(value_type_sql(shape))}",
                     {"files": files})
-        if numeric_booleans(con, files, shape):
+        if numeric_booleans(con, with_booleans(files), shape):
             raise duckdb.ConversionException("Could not convert: a JSON boolean in a number column")
     except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
         text = str(exc)
