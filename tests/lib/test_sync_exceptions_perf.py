@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from decimal import Decimal
 
 import duckdb
 import pytest
@@ -76,3 +77,32 @@ def test_record_too_large_measures_a_payload_without_a_stored_size():
     rule = next(r for r in OMETRIA_RULES if r.id == "record_too_large")
     keys = sorted(r[0] for r in con.execute(f"SELECT record_key FROM ({rule.sql(ctx)})").fetchall())
     assert keys == ["1", "2"]
+
+
+def test_sent_orders_value_refunds_as_the_macros_do():
+    # refunded amounts are parsed only when the payload text can hold the key (spelt plainly
+    # or with an escape); every payload is still valued as recon.order_net values it
+    from sap_ometria_assets.lib.recon.views import view_specs
+
+    payloads = [
+        '{"id":"SO-1","grand_total":100.5,"lineitems":[{"refunded":20.25},{"refunded":"1.5"}]}',
+        '{"id":"SO-2","grand_total":100.5,"lineitems":[{"refunde\\u0064":7}]}',
+        '{"id":"SO-3","grand_total":99,"lineitems":[{"total":99}]}',
+        '{"id":"SO-4","grand_total":50,"is_valid":false,"lineitems":[{"refunded":5}]}',
+        '{"id":"SO-5","grand_total":10}',
+    ]
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA recon; CREATE SCHEMA ometria; CREATE SCHEMA ometria_push")
+    for sql in _macros():
+        con.execute(sql)
+    con.execute("CREATE TABLE ometria.orders AS SELECT 'SO-' || i AS id, 'ORDR' AS sap_object, "
+                "CAST(i AS VARCHAR) AS sap_key, p AS payload, 'h' || i AS payload_hash "
+                "FROM unnest(?) WITH ORDINALITY t(p, i)", [payloads])
+    con.execute("CREATE TABLE ometria_push.ledger AS SELECT 'orders' AS feed, id, payload_hash, "
+                "'r1' AS request_id, now() AS acknowledged_at, false AS dry_run, "
+                "'accepted' AS status FROM ometria.orders")
+    spec = next(s for s in view_specs(MappingFacts(), ChecksConfig(), False) if s.name == "sent_orders")
+    got = dict(con.execute(f"SELECT id, net FROM ({spec.sql})").fetchall())
+    want = dict(con.execute("SELECT id, recon.order_net(payload) FROM ometria.orders").fetchall())
+    assert got == want
+    assert got["SO-1"] == Decimal("78.75") and got["SO-2"] == Decimal("93.5")
