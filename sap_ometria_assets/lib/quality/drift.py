@@ -62,11 +62,14 @@ def track_pending_changes(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE _current_versions AS {union}")
     with transaction(con):
+        # An anti join on rowid: the correlated NOT EXISTS form plans a delim join (2.5 s at
+        # 1.3M versions, none deleted).
         con.execute("""
-            DELETE FROM recon.payload_versions p
-            WHERE list_contains($feeds, p.feed) AND NOT EXISTS (
-                SELECT 1 FROM _current_versions c
-                WHERE c.feed = p.feed AND c.id = p.id AND c.payload_hash = p.payload_hash)""",
+            DELETE FROM recon.payload_versions WHERE rowid IN (
+                SELECT p.rowid FROM recon.payload_versions p
+                ANTI JOIN _current_versions c
+                     ON c.feed = p.feed AND c.id = p.id AND c.payload_hash = p.payload_hash
+                WHERE list_contains($feeds, p.feed))""",
             {"feeds": feeds})
         added = con.execute("""
             INSERT INTO recon.payload_versions

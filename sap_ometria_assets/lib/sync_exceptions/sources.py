@@ -102,7 +102,8 @@ def prepare_sources(con: duckdb.DuckDBPyConnection, facts: MappingFacts) -> set[
     feeds = " UNION ALL ".join(
         f"SELECT {lit(feed)} AS feed, record_type, CAST(id AS VARCHAR) AS id, sap_object, "
         f"CAST(sap_key AS VARCHAR) AS sap_key, payload, payload_hash, "
-        f"coalesce(payload_bytes, strlen(payload)) AS payload_bytes, held_back_reason "
+        f"coalesce(payload_bytes, strlen(payload)) AS payload_bytes, payload_bytes AS stored_bytes, "
+        f"held_back_reason "
         f"FROM om_{feed}"
         for feed in OMETRIA_FEEDS
     )
