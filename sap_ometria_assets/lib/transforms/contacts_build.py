@@ -11,9 +11,10 @@ zone, collection and `BUILD_VERSION` are in the fingerprint (a change rebuilds e
 - with `on_deleted: opt_out`, marked deleted at or after the previous build's run start (their
   opt-out falls due once the deletion has stood a run);
 - that are in the table but no longer in sap_raw, or have no CardCode.
-Their rows are replaced in one transaction; the phone cache (`ometria._phone_lookup`) gains the
-numbers validated for them. A full build (first run, changed settings, `full_rebuild`, or the
-periodic full pass) rebuilds the table and the phone cache from scratch.
+Their rows are replaced in one transaction; the phone cache (`ometria._phone_lookup`) and the
+email cache (`ometria._email_verdicts`) gain the numbers and addresses checked for them. A full
+build (first run, changed settings, `full_rebuild`, or the periodic full pass) rebuilds the
+table and the phone cache from scratch, and checks only addresses the email cache lacks.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import polars as pl
 from sap_ometria_assets.lib.ometria.mapping import Mapping
 from sap_ometria_assets.lib.transforms import build_state as bs
 from sap_ometria_assets.lib.transforms import contacts as tc
-from sap_ometria_assets.lib.transforms.people import PHONE_LOOKUP_SCHEMA
+from sap_ometria_assets.lib.transforms.people import PHONE_LOOKUP_SCHEMA, email_verdicts, remember_email_verdicts
 from sap_ometria_assets.lib.transforms.tables import previous_hashes, read_raw, write_ometria
 from sap_ometria_assets.lib.warehouse.db import read_table, write_table
 from sap_ometria_assets.lib.warehouse.sql import has_column, lit, table_exists, transaction
@@ -36,6 +37,7 @@ from sap_ometria_assets.lib.warehouse.sql import has_column, lit, table_exists, 
 BUILD_VERSION = "contacts-1"
 NAME = "contacts"
 PHONE_LOOKUP = "_phone_lookup"  # cache of libphonenumber verdicts, see tc.phone_lookup
+EMAIL_VERDICTS = "_email_verdicts"  # cache of email-validator verdicts, see people.rfc_valid_emails
 KEY_SET = "_rebuild_cards"      # temp table of the CardCodes to rebuild
 _CARD = 'CAST("CardCode" AS VARCHAR)'
 
@@ -71,6 +73,9 @@ def build_contacts_table(con: duckdb.DuckDBPyConnection, mapping: Mapping, *, zo
     ocrd = read_raw(con, "ocrd", where=where)
     ocrg = read_raw(con, "ocrg", required=False)
     known = read_table(con, "ometria", PHONE_LOOKUP) if table_exists(con, "ometria", PHONE_LOOKUP) else None
+    if full and table_exists(con, "ometria", EMAIL_VERDICTS):
+        # an incremental build checks a few addresses: cheaper than reading them all
+        remember_email_verdicts(read_table(con, "ometria", EMAIL_VERDICTS))
     phones = tc.phone_lookup(ocrd, mapping, known)  # type: ignore[arg-type]
     frame = tc.build_contacts(ocrd, ocrg, mapping, collection=collection, zone=zone,  # type: ignore[arg-type]
                               known_phones=phones, run_started_at=run_started_at)
@@ -82,6 +87,10 @@ def build_contacts_table(con: duckdb.DuckDBPyConnection, mapping: Mapping, *, zo
             "Cache of libphonenumber results per distinct (raw phone, region) of SAP customers, "
             "kept so later runs validate only new numbers. Safe to drop."))
         validated = phones.height - (known.height if known is not None else 0)
+        write_table(con, "ometria", EMAIL_VERDICTS, email_verdicts())
+        con.execute(f"COMMENT ON TABLE ometria.{EMAIL_VERDICTS} IS " + lit(
+            "Cache of email-validator verdicts per normalised address (with the library version), "
+            "kept so a full contacts build checks only new addresses. Safe to drop."))
     else:
         previous = bs.rebuilt_hashes(con, NAME, KEY_SET)
         fresh = phones if known is None else phones.join(
@@ -98,6 +107,14 @@ def build_contacts_table(con: duckdb.DuckDBPyConnection, mapping: Mapping, *, zo
                         con.execute(f"INSERT INTO ometria.{PHONE_LOOKUP} BY NAME SELECT * FROM _fresh_phones")
                 finally:
                     con.unregister("_fresh_phones")
+            if table_exists(con, "ometria", EMAIL_VERDICTS):
+                con.register("_verdicts", email_verdicts())
+                try:
+                    con.execute(f"INSERT INTO ometria.{EMAIL_VERDICTS} SELECT * FROM _verdicts v WHERE NOT EXISTS "
+                                f"(SELECT 1 FROM ometria.{EMAIL_VERDICTS} e WHERE e.address = v.address "
+                                "AND e.validator = v.validator)")
+                finally:
+                    con.unregister("_verdicts")
         validated = fresh.height
     bs.record_build(con, NAME, high_water=high_water, fingerprint=print_, mode="full" if full else "incremental",
                     now=now, run_started_at=run_started_at)
