@@ -28,6 +28,9 @@ from sap_ometria_assets.lib.transforms.tables import load_run_mapping, previous_
 
 GROUP = "ometria"
 KINDS = {"polars", "duckdb"}
+# Products and stock are rebuilt whole every run: under a second for 20,000 items (x100), and
+# stock depends on warehouse-wide rows (OWHS, the mapping's warehouse rules) and reports on all.
+ALWAYS_FULL = "always full (products and stock are cheap; stock depends on every warehouse row)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +227,7 @@ def ometria_products(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     context.log.info("ometria.products: %s rows", frame.height)
     return dg.MaterializeResult(metadata=result_metadata("products", frame, previous, {
         "mapping_file": str(settings.mapping_path), "price_list": mapping.products.price_list,
+        "build_mode": "full", "full_rebuild_reason": ALWAYS_FULL,
     }))
 
 
@@ -262,4 +266,5 @@ def ometria_stock(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         "unmapped_warehouses": dg.MetadataValue.json(result.stats["unmapped_warehouses"]),
         "inactive_warehouses": dg.MetadataValue.json(result.stats["inactive_warehouses"]),
         "locked_item_warehouse_rows": result.stats["locked_rows"],
+        "build_mode": "full", "full_rebuild_reason": ALWAYS_FULL,
     }, descriptions=descriptions))
