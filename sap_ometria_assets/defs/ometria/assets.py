@@ -12,24 +12,25 @@ import polars as pl
 from sap_ometria_assets.defs.ometria.metadata import (
     LINEAGE,
     definition_metadata,
+    held_back_counts,
     raw,
     result_metadata,
     table_schema,
     table_summary,
 )
 from sap_ometria_assets.lib.config.settings import get_settings
-from sap_ometria_assets.lib.transforms import contacts as tc
+from sap_ometria_assets.lib.transforms import contacts_build as cb
 from sap_ometria_assets.lib.transforms import products as tp
 from sap_ometria_assets.lib.transforms import stock as ts
 from sap_ometria_assets.defs.resources import WarehouseResource
 from sap_ometria_assets.lib.transforms.orders_build import build_orders_tables
 from sap_ometria_assets.lib.transforms.tables import load_run_mapping, previous_hashes, read_raw, write_ometria
-from sap_ometria_assets.lib.warehouse.db import read_table, write_table
-from sap_ometria_assets.lib.warehouse.sql import lit, table_exists
 
 GROUP = "ometria"
-PHONE_LOOKUP = "_phone_lookup"  # internal cache table of the contacts asset
 KINDS = {"polars", "duckdb"}
+# Products and stock are rebuilt whole every run: under a second for 20,000 items (x100), and
+# stock depends on warehouse-wide rows (OWHS, the mapping's warehouse rules) and reports on all.
+ALWAYS_FULL = "always full (products and stock are cheap; stock depends on every warehouse row)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,6 +46,12 @@ def _run_started_at(context: dg.AssetExecutionContext) -> datetime:
     return datetime.now(UTC)
 
 
+class ContactsBuildConfig(dg.Config):
+    """`full_rebuild`: rebuild every contact instead of only the business partners SAP changed."""
+
+    full_rebuild: bool = False
+
+
 @dg.asset(
     key=["ometria", "contacts"],
     group_name=GROUP,
@@ -53,7 +60,8 @@ def _run_started_at(context: dg.AssetExecutionContext) -> datetime:
     pool="duckdb",
     metadata=definition_metadata("contacts"),
 )
-def ometria_contacts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def ometria_contacts(context: dg.AssetExecutionContext, config: ContactsBuildConfig,
+                     warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Ometria contacts: one row per SAP customer (Business Partner of the configured types).
 
     id and customer_id are the CardCode (so orders link to the contact), email trimmed and
@@ -62,30 +70,49 @@ def ometria_contacts(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     custom properties, segments from the mapping's rules. Sent with `@merge: true` into the
     `OMETRIA_COLLECTION` collection. Customers without an email are sent without one; an invalid
     email or a BP deleted in SAP holds the row back (`held_back_reason`) for the exceptions report.
+
+    A run rebuilds only the business partners whose OCRD row (or group) was landed since the
+    previous build, or whose deletion mark changed (metadata `build_mode`); a changed mapping,
+    time zone or collection, the run config `full_rebuild: true`, or a last full build older
+    than `SAP_OMETRIA_FULL_PASS_HOURS` (default 24) rebuilds everything.
     """
     settings = get_settings()
     with warehouse.connect() as con:
         mapping = load_run_mapping(con)
-        ocrd = read_raw(con, "ocrd")
-        ocrg = read_raw(con, "ocrg", required=False)
-        # phone validations of earlier runs: only new numbers go through libphonenumber
-        known = read_table(con, "ometria", PHONE_LOOKUP) if table_exists(con, "ometria", PHONE_LOOKUP) else None
-        phones = tc.phone_lookup(ocrd, mapping, known)  # type: ignore[arg-type]
-        frame = tc.build_contacts(ocrd, ocrg, mapping, collection=settings.ometria_collection,  # type: ignore[arg-type]
-                                  zone=settings.sap_ometria_timezone, known_phones=phones,
-                                  run_started_at=_run_started_at(context))
-        previous = previous_hashes(con, "contacts")
-        write_ometria(con, "contacts", frame, tc.DESCRIPTIONS)
-        write_table(con, "ometria", PHONE_LOOKUP, phones)
-        con.execute(f"COMMENT ON TABLE ometria.{PHONE_LOOKUP} IS " + lit(
-            "Cache of libphonenumber results per distinct (raw phone, region) of SAP customers, "
-            "kept so later runs validate only new numbers. Safe to drop."))
-    context.log.info("ometria.contacts: %s rows", frame.height)
-    return dg.MaterializeResult(metadata=result_metadata("contacts", frame, previous, {
+        build = cb.build_contacts_table(
+            con, mapping, zone=settings.sap_ometria_timezone, collection=settings.ometria_collection,
+            run_started_at=_run_started_at(context), full_rebuild=config.full_rebuild,
+            full_pass_hours=settings.sap_ometria_full_pass_hours)
+        whole = None if build.full else whole_table_counts(con, "contacts")
+    frame = build.frame
+    context.log.info("ometria.contacts: %s (%s), %s row(s) built", "full rebuild" if build.full else "incremental",
+                     build.base.full_reason or f"landed after {build.base.since}", frame.height)
+    metadata = result_metadata("contacts", frame, build.previous, {
         "mapping_file": str(settings.mapping_path),
         "collection": settings.ometria_collection,
-        "phones_validated_this_run": phones.height - (known.height if known is not None else 0),
-    }))
+        "phones_validated_this_run": build.phones_validated,
+        "build_mode": "full" if build.full else "incremental",
+        "full_rebuild_reason": build.base.full_reason or "",
+        "contacts_rebuilt": frame.height,
+    })
+    if whole is not None:  # counts of the whole table: what was not rebuilt is unchanged by construction
+        metadata.update(whole)
+        metadata["payloads_unchanged"] = (whole["dagster/row_count"] - metadata["payloads_new"]
+                                          - metadata["payloads_changed"])
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def whole_table_counts(con, table: str) -> dict:
+    """Row, hold-back and warning counts over a whole ometria table (after an incremental build)."""
+    rows = con.sql(f"SELECT held_back_reason, len(warnings) > 0 AS warned FROM ometria.{table}").pl()
+    held = rows.filter(pl.col("held_back_reason").is_not_null()).height
+    return {
+        "dagster/row_count": rows.height,
+        "held_back": held,
+        "pushable": rows.height - held,
+        "held_back_by_reason": dg.MetadataValue.json(held_back_counts(rows)),
+        "rows_with_warnings": rows.filter(pl.col("warned").fill_null(False)).height,
+    }
 
 
 class OrdersBuildConfig(dg.Config):
@@ -200,6 +227,7 @@ def ometria_products(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     context.log.info("ometria.products: %s rows", frame.height)
     return dg.MaterializeResult(metadata=result_metadata("products", frame, previous, {
         "mapping_file": str(settings.mapping_path), "price_list": mapping.products.price_list,
+        "build_mode": "full", "full_rebuild_reason": ALWAYS_FULL,
     }))
 
 
@@ -238,4 +266,5 @@ def ometria_stock(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         "unmapped_warehouses": dg.MetadataValue.json(result.stats["unmapped_warehouses"]),
         "inactive_warehouses": dg.MetadataValue.json(result.stats["inactive_warehouses"]),
         "locked_item_warehouse_rows": result.stats["locked_rows"],
+        "build_mode": "full", "full_rebuild_reason": ALWAYS_FULL,
     }, descriptions=descriptions))

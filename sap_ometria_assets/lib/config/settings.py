@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         default=30, ge=1, le=3650,
         description="Days a published snapshot stays queryable (the latest is always kept).",
     )
+    sap_ometria_full_pass_hours: float = Field(
+        default=24.0, ge=0, le=8760,
+        description="Incrementally built master-data tables (contacts) are rebuilt in full when "
+        "their last full build is older than this many hours; 0 turns the periodic pass off.",
+    )
     sap_ometria_timezone: str = Field(
         default="Europe/London",
         description="Company time zone: SAP's timestamps carry no offset (the v2 'Z' is nominal).",

@@ -94,15 +94,15 @@ def build_contacts(
     df = df.with_columns(pl.col("GroupCode").cast(pl.Int64, strict=False).alias("_group_code"))
     df = df.join(groups, left_on="_group_code", right_on="_gcode", how="left")
 
-    email, email_status = email_columns(pl.col("EmailAddress"), cfg.lowercase_email)
+    email, email_status = email_columns(pl.col("EmailAddress"), cfg.lowercase_email, status_column="email_status")
     # lazy, so the name split and the email normalisation are computed once for all their parts
+    # (the email after its status: the library check, opaque to polars, runs once)
     df = df.lazy().with_columns(
         text("CardCode").alias("_id"),
-        email.alias("email"),
         email_status.alias("email_status"),
         _country().alias("country_id"),
         *(e.alias(n) for n, e in name_columns(person_name(df)).items()),
-    ).collect()
+    ).with_columns(email.alias("email")).collect()
     df = normalise_phones(df, cfg.phone_fields, _phone_region(mapping), cfg.phone_default_region, known_phones)
 
     props, fields, udf_warns = udf_fields(df, mapping.udfs.BusinessPartner, "ocrd")

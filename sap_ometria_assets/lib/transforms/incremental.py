@@ -13,25 +13,25 @@ disappeared from sap_raw, closed over the credit memo <-> order links (current a
 so that each rebuilt document sees everything it depends on.
 
 A build records the newest `_landed_at` it saw and a fingerprint of the settings it used (the
-mapping, the time zone, `BUILD_VERSION`); anything else (first run, changed mapping, missing
-state, a table without `_landed_at`) means a full rebuild.
+mapping, the time zone, `BUILD_VERSION`) through `build_state`; anything else (first run,
+changed mapping, missing state, a table without `_landed_at`) means a full rebuild.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
 
 from sap_ometria_assets.lib.ometria.mapping import Mapping
+from sap_ometria_assets.lib.transforms import build_state as bs
 from sap_ometria_assets.lib.warehouse.sql import has_column, table_exists
 
 # Bump when the orders transform changes what it produces: the next run rebuilds everything.
 BUILD_VERSION = "orders-2"
 
-STATE_TABLE = "_orders_build_state"
+STATE_TABLE = bs.state_table("orders")
 ORDER_TABLES = ("ordr", "rdr1", "rdr3", "odln", "dln1", "inv1", "orin", "rin1", "rin3", "ocrd")
 # A full build runs in slices of about this many orders (memory stays flat as the company grows).
 FULL_BUILD_SLICE = 200_000
@@ -40,31 +40,21 @@ MEMO_SET = "_rebuild_memos"
 
 
 def fingerprint(mapping: Mapping, zone: str) -> str:
-    text = "|".join((BUILD_VERSION, zone, mapping.model_dump_json()))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return bs.fingerprint(BUILD_VERSION, zone, mapping)
 
 
 def landed_high_water(con: duckdb.DuckDBPyConnection) -> datetime | None:
     """The newest `_landed_at` over the tables the orders read (None when none has one)."""
-    parts = [f'SELECT max("_landed_at") AS m FROM sap_raw."{t}"' for t in ORDER_TABLES
-             if table_exists(con, "sap_raw", t) and has_column(con, "sap_raw", t, "_landed_at")]
-    if not parts:
-        return None
-    return con.execute(f"SELECT max(m) FROM ({' UNION ALL '.join(parts)})").fetchall()[0][0]
+    return bs.landed_high_water(con, ORDER_TABLES)
 
 
 def record_build(con: duckdb.DuckDBPyConnection, high_water: datetime | None, print_: str,
                  mode: str, now: datetime) -> None:
-    con.execute(f"CREATE OR REPLACE TABLE ometria.{STATE_TABLE} (built_at TIMESTAMPTZ, "
-                "landed_high_water TIMESTAMPTZ, fingerprint VARCHAR, mode VARCHAR)")
-    con.execute(f"INSERT INTO ometria.{STATE_TABLE} VALUES (?, ?, ?, ?)", [now, high_water, print_, mode])
-    con.execute(f"COMMENT ON TABLE ometria.{STATE_TABLE} IS 'Last build of ometria.orders: the newest "
-                "sap_raw _landed_at it read and the settings fingerprint; the next build rebuilds only "
-                "documents landed after it. Drop it to force a full rebuild.'")
+    bs.record_build(con, "orders", high_water=high_water, fingerprint=print_, mode=mode, now=now)
 
 
 def forget_build(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(f"DROP TABLE IF EXISTS ometria.{STATE_TABLE}")
+    bs.forget_build(con, "orders")
 
 
 @dataclass
@@ -79,26 +69,12 @@ class RebuildPlan:
 
 def plan_rebuild(con: duckdb.DuckDBPyConnection, print_: str) -> RebuildPlan:
     """Decide full vs incremental; for incremental, fill the temp tables ORDER_SET and MEMO_SET."""
-    if not table_exists(con, "ometria", STATE_TABLE):
-        return RebuildPlan("no previous build")
-    for table in ("orders", "refunds"):
-        if not table_exists(con, "ometria", table):
-            return RebuildPlan(f"ometria.{table} does not exist")
-    rows = con.execute(f"SELECT landed_high_water, fingerprint FROM ometria.{STATE_TABLE}").fetchall()
-    if len(rows) != 1 or rows[0][0] is None:
-        return RebuildPlan("no previous high-water mark")
-    since, previous_print = rows[0]
-    if previous_print != print_:
-        return RebuildPlan("mapping, time zone or transform version changed")
-    for table in ("ordr", "rdr1"):
-        if not table_exists(con, "sap_raw", table):
-            return RebuildPlan(f"sap_raw.{table} does not exist")
-    present = {t for t in ORDER_TABLES if table_exists(con, "sap_raw", t)}
-    if present != set(ORDER_TABLES):
-        return RebuildPlan(f"sap_raw lacks {sorted(set(ORDER_TABLES) - present)}")
-    for table in present:
-        if not has_column(con, "sap_raw", table, "_landed_at"):
-            return RebuildPlan(f"sap_raw.{table} has no _landed_at")
+    base = bs.plan_base(con, "orders", print_, outputs=("orders", "refunds"), required=("ordr", "rdr1"),
+                        sources=ORDER_TABLES)
+    if base.full_reason is not None:
+        return RebuildPlan(base.full_reason)
+    since = base.since
+    present = set(ORDER_TABLES)
     _fill_sets(con, present, since)
     n_orders = con.execute(f"SELECT count(*) FROM {ORDER_SET}").fetchall()[0][0]
     n_memos = con.execute(f"SELECT count(*) FROM {MEMO_SET}").fetchall()[0][0]

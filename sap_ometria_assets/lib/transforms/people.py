@@ -53,8 +53,38 @@ def rfc_valid_emails(emails: pl.Series) -> pl.Series:
     return emails.replace_strict(verdicts, default=None, return_dtype=pl.Boolean)
 
 
-def email_columns(raw: pl.Expr, lowercase: bool) -> tuple[pl.Expr, pl.Expr]:
-    """(normalised email or null, status 'valid' | 'invalid' | 'missing')."""
+EMAIL_VERDICTS_SCHEMA: dict[str, pl.DataType] = {"address": pl.String, "valid": pl.Boolean, "validator": pl.String}
+
+
+def _validator_version() -> str:
+    from importlib.metadata import version
+
+    return "email-validator " + version("email-validator")
+
+
+def email_verdicts() -> pl.DataFrame:
+    """The verdicts this process knows (address, valid, validator version), to keep between runs:
+    a full contacts build of 200,000 partners spends most of its time in email-validator."""
+    return pl.DataFrame({"address": list(_EMAIL_VERDICTS), "valid": list(_EMAIL_VERDICTS.values())},
+                        schema={"address": pl.String, "valid": pl.Boolean}).with_columns(
+        pl.lit(_validator_version()).alias("validator"))
+
+
+def remember_email_verdicts(verdicts: pl.DataFrame) -> int:
+    """Take verdicts kept from earlier runs (`email_verdicts()`), those of the installed
+    email-validator version only (an upgrade may judge differently); returns how many."""
+    kept = verdicts.filter(pl.col("validator") == _validator_version())
+    if len(_EMAIL_VERDICTS) + kept.height > _EMAIL_VERDICTS_MAX:
+        return 0
+    _EMAIL_VERDICTS.update(zip(kept["address"].to_list(), kept["valid"].to_list(), strict=True))
+    return kept.height
+
+
+def email_columns(raw: pl.Expr, lowercase: bool, status_column: str | None = None) -> tuple[pl.Expr, pl.Expr]:
+    """(normalised email or null, status 'valid' | 'invalid' | 'missing').
+
+    With `status_column`, the email reads the status from that column (computed first, e.g. in
+    an earlier `with_columns`): the library check then runs once, not once per expression."""
     s = text(raw)
     local = s.str.extract(r"^(.*)@[^@]*$", 1)
     domain = s.str.extract(r"@([^@]*)$", 1)
@@ -68,6 +98,8 @@ def email_columns(raw: pl.Expr, lowercase: bool) -> tuple[pl.Expr, pl.Expr]:
         .when(valid).then(pl.lit("valid"))
         .otherwise(pl.lit("invalid"))
     )
+    if status_column is not None:
+        return pl.when(pl.col(status_column) == "valid").then(normal), status
     return pl.when(valid).then(normal), status
 
 
