@@ -215,10 +215,13 @@ def customer_identities(ocrd: pl.DataFrame | None, mapping: Mapping) -> pl.DataF
     def only_contacts(expr: pl.Expr) -> pl.Expr:
         return pl.when(is_contact).then(expr).otherwise(pl.lit(None, pl.String))
 
+    # lazy: the email and name expressions share sub-expressions (the normalised address, the
+    # split words) that the eager engine would evaluate once per use
     return (
-        ocrd.select(text("CardCode").alias("_card"), only_contacts(email).alias("_c_email"),
-                    only_contacts(names["firstname"]).alias("_c_first"),
-                    only_contacts(names["lastname"]).alias("_c_last"))
+        ocrd.lazy().select(text("CardCode").alias("_card"), only_contacts(email).alias("_c_email"),
+                           only_contacts(names["firstname"]).alias("_c_first"),
+                           only_contacts(names["lastname"]).alias("_c_last"))
+        .collect()
         .drop_nulls("_card")
         # two BPs whose codes differ only by blanks: the same pick whatever order rows come in
         .sort(["_card", "_c_email", "_c_first", "_c_last"], nulls_last=True)

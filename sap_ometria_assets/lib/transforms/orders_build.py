@@ -26,7 +26,7 @@ from sap_ometria_assets.lib.transforms.tables import fast_string_writes, previou
 from sap_ometria_assets.lib.warehouse.sql import table_exists, transaction
 
 # DuckDB's memory cap while a full build runs in slices (see build_orders_tables).
-FULL_BUILD_DUCKDB_MEMORY = "1GB"
+FULL_BUILD_DUCKDB_MEMORY = "512MB"
 
 
 @dataclass
@@ -58,7 +58,8 @@ def build_orders_tables(con: duckdb.DuckDBPyConnection, mapping: Mapping, zone: 
         previous = previous_hashes(con, "orders")
         inc.prepare_links(con, with_previous=False)
         # DuckDB's buffer pool would otherwise hold on to the slices' reads and writes (x100:
-        # peak 4.2 GiB uncapped, 2.7 GiB at 1GB); beyond the limit it spills, it does not fail
+        # peak 4.2 GiB uncapped, 2.7 GiB at 1GB; with strings stored plain, 2.8 GiB at 1GB and
+        # 2.2 GiB at 512MB for the same CPU time); beyond the limit it spills, it does not fail
         con.execute(f"SET memory_limit = '{FULL_BUILD_DUCKDB_MEMORY}'")
         try:
             for part in range(slices):
@@ -71,19 +72,11 @@ def build_orders_tables(con: duckdb.DuckDBPyConnection, mapping: Mapping, zone: 
                     with fast_string_writes(con):
                         upsert_rebuilt(con, result)
                 del result
+            # read back under the cap too: uncapped, DuckDB's buffer pool grows by what it reads
+            result = stored_result(con)
         finally:  # back to the warehouse's configured cap (lib/warehouse.connect)
             configured = get_settings().sap_ometria_duckdb_memory_limit
             con.execute(f"SET memory_limit = '{configured}'" if configured else "RESET memory_limit")
-        # a credit memo reaching two slices is built in both: count from the stored table
-        modes = dict(con.execute("SELECT mode_applied, count(*) FROM ometria.refunds GROUP BY 1").fetchall())
-        result = to.OrdersResult(
-            orders=con.sql("SELECT * EXCLUDE (payload) FROM ometria.orders").pl(),
-            refunds=con.sql("SELECT * FROM ometria.refunds").pl(), stats={
-                "credit_memos_counted": sum(v for k, v in modes.items() if not str(k).startswith("excluded")),
-                "credit_memos_on_original": modes.get("refund_on_original", 0),
-                "credit_memos_negative_orders": modes.get("negative_order", 0) + modes.get("negative_order_fallback", 0),
-                "credit_memos_fallback": modes.get("negative_order_fallback", 0),
-            })
     elif full or plan.orders or plan.memos:
         result = build_from_warehouse(con, mapping, zone, {} if full else inc.subset_filters())
         if full:
@@ -108,6 +101,20 @@ def build_from_warehouse(con: duckdb.DuckDBPyConnection, mapping: Mapping, zone:
         t: read_raw(con, t, required=t in ("ordr", "rdr1"), columns=c, where=filters.get(t))
         for t, c in to.input_columns(mapping).items()
     }), mapping, zone=zone)
+
+
+def stored_result(con: duckdb.DuckDBPyConnection) -> to.OrdersResult:
+    """What a sliced build wrote, read back (without payloads) for the asset's metadata."""
+    # a credit memo reaching two slices is built in both: count from the stored table
+    modes = dict(con.execute("SELECT mode_applied, count(*) FROM ometria.refunds GROUP BY 1").fetchall())
+    return to.OrdersResult(
+        orders=con.sql("SELECT * EXCLUDE (payload) FROM ometria.orders").pl(),
+        refunds=con.sql("SELECT * FROM ometria.refunds").pl(), stats={
+            "credit_memos_counted": sum(v for k, v in modes.items() if not str(k).startswith("excluded")),
+            "credit_memos_on_original": modes.get("refund_on_original", 0),
+            "credit_memos_negative_orders": modes.get("negative_order", 0) + modes.get("negative_order_fallback", 0),
+            "credit_memos_fallback": modes.get("negative_order_fallback", 0),
+        })
 
 
 def full_build_slices(con: duckdb.DuckDBPyConnection) -> int:
