@@ -111,8 +111,7 @@ from sap_ometria_assets.lib.landing.results import LandResult
 from sap_ometria_assets.lib.landing.split import Staged
 from sap_ometria_assets.lib.landing.stage import stage_pages
 from sap_ometria_assets.lib.sap.tables import SapTable
-from sap_ometria_assets.lib.transforms.tables import fast_string_writes
-from sap_ometria_assets.lib.warehouse.sql import fqn, q, table_columns, transaction
+from sap_ometria_assets.lib.warehouse.sql import compression_off, fqn, q, table_columns, transaction
 
 _log = logging.getLogger(__name__)
 
@@ -215,8 +214,9 @@ def land_table(
             result.requests = client.requests - requests_before
             broken = broken_contract(con, plan, staged)
             # A full read rewrites its tables (a first load writes every row twice, sap_raw and
-            # the history seed): DICT_FSST's analysis is skipped for those bulk writes.
-            bulk = fast_string_writes(con) if result.read == "full" else nullcontext()
+            # the history seed): DICT_FSST's analysis is skipped for those bulk writes (same file
+            # size for ordr/rdr1 at x10; FSST and dictionary stay on: sap_raw is mostly codes).
+            bulk = compression_off(con, "dict_fsst") if result.read == "full" else nullcontext()
             with bulk, transaction(con):
                 merge_all(con, plan, staged, result, now,
                           None if verdict is not None and verdict.refused else scan_keys,

@@ -18,7 +18,7 @@ import polars as pl
 from sap_ometria_assets.lib.config.settings import get_settings
 from sap_ometria_assets.lib.ometria.mapping import Mapping, load_mapping, validate_against_cufd
 from sap_ometria_assets.lib.warehouse.db import read_table, write_table
-from sap_ometria_assets.lib.warehouse.sql import fqn, lit, q, table_columns, table_exists
+from sap_ometria_assets.lib.warehouse.sql import compression_off, fqn, lit, q, table_columns, table_exists
 
 
 class MissingUpstreamError(RuntimeError):
@@ -70,11 +70,8 @@ def fast_string_writes(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     remained (x100, a 220k-order slice: 3.8 s with them, 1.7 s without; 85 MB on disk vs 235 MB),
     so strings are stored plain. Used for full rebuilds; incremental builds write a few rows
     with the defaults."""
-    con.execute("SET disabled_compression_methods = 'dict_fsst,fsst,dictionary'")
-    try:
+    with compression_off(con, "dict_fsst,fsst,dictionary"):
         yield
-    finally:
-        con.execute("RESET disabled_compression_methods")
 
 
 def write_ometria(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame,

@@ -82,6 +82,17 @@ _COLUMN = re.compile(
 )
 
 
+@contextmanager
+def compression_off(con: duckdb.DuckDBPyConnection, methods: str) -> Iterator[None]:
+    """Writes on this connection without DuckDB's compression `methods` (e.g. 'dict_fsst') for
+    the block, then back to the defaults; each caller says what it trades for what."""
+    con.execute(f"SET disabled_compression_methods = {lit(methods)}")
+    try:
+        yield
+    finally:
+        con.execute("RESET disabled_compression_methods")
+
+
 def ddl_columns(ddl: str) -> dict[str, dict[str, tuple[str, str]]]:
     """`schema.table` -> column -> (type, description) from DDL whose column lines end with
     `-- description`: the one place a table's columns are described (catalog and docs read it)."""
