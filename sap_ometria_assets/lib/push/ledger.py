@@ -33,6 +33,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from sap_ometria_assets.lib.warehouse.db import append_rows
 from sap_ometria_assets.lib.warehouse.sql import transaction
 
 # Feed (= table of schema `ometria`) -> record types it may hold.
@@ -145,11 +146,7 @@ def utc_now() -> datetime:
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
     """Append a frame to `ometria_push.<table>`, columns matched by name."""
-    con.register("_push_rows", frame)
-    try:
-        con.execute(f"INSERT INTO ometria_push.{table} BY NAME SELECT * FROM _push_rows")
-    finally:
-        con.unregister("_push_rows")
+    append_rows(con, "ometria_push", table, frame)
 
 
 def write_acknowledged(con: duckdb.DuckDBPyConnection, feed: str, dry_run: bool,

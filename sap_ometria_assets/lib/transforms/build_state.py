@@ -21,6 +21,7 @@ import duckdb
 import polars as pl
 
 from sap_ometria_assets.lib.ometria.mapping import Mapping
+from sap_ometria_assets.lib.warehouse.db import append_rows
 from sap_ometria_assets.lib.warehouse.sql import has_column, lit, table_exists
 
 STATE_COLUMNS = ("built_at TIMESTAMPTZ, landed_high_water TIMESTAMPTZ, fingerprint VARCHAR, "
@@ -147,11 +148,7 @@ def replace_keyed_rows(con: duckdb.DuckDBPyConnection, table: str, key_set: str,
     con.execute(f'DELETE FROM ometria."{table}" WHERE "{key_column}" IN (SELECT key FROM {key_set}) '
                 f'OR ("{key_column}" IS NULL AND EXISTS (SELECT 1 FROM {key_set} WHERE key IS NULL))')
     if frame.height:
-        con.register("_rebuilt_rows", frame)
-        try:
-            con.execute(f'INSERT INTO ometria."{table}" BY NAME SELECT * FROM _rebuilt_rows')
-        finally:
-            con.unregister("_rebuilt_rows")
+        append_rows(con, "ometria", table, frame)
 
 
 def rebuilt_hashes(con: duckdb.DuckDBPyConnection, table: str, key_set: str,

@@ -30,7 +30,7 @@ from sap_ometria_assets.lib.transforms import build_state as bs
 from sap_ometria_assets.lib.transforms import contacts as tc
 from sap_ometria_assets.lib.transforms.people import PHONE_LOOKUP_SCHEMA, email_verdicts, remember_email_verdicts
 from sap_ometria_assets.lib.transforms.tables import previous_hashes, read_raw, write_ometria
-from sap_ometria_assets.lib.warehouse.db import read_table, write_table
+from sap_ometria_assets.lib.warehouse.db import append_rows, read_table, write_table
 from sap_ometria_assets.lib.warehouse.sql import has_column, lit, table_exists, transaction
 
 # Bump when the contacts transform changes what it produces: the next run rebuilds everything.
@@ -98,15 +98,10 @@ def build_contacts_table(con: duckdb.DuckDBPyConnection, mapping: Mapping, *, zo
             on=["raw", "region", "default_region"], how="anti", nulls_equal=True)
         with transaction(con):
             bs.replace_keyed_rows(con, NAME, KEY_SET, frame)
-            if fresh.height:
-                con.register("_fresh_phones", fresh)
-                try:
-                    if known is None:
-                        con.execute(f"CREATE TABLE ometria.{PHONE_LOOKUP} AS SELECT * FROM _fresh_phones")
-                    else:
-                        con.execute(f"INSERT INTO ometria.{PHONE_LOOKUP} BY NAME SELECT * FROM _fresh_phones")
-                finally:
-                    con.unregister("_fresh_phones")
+            if fresh.height and known is None:
+                write_table(con, "ometria", PHONE_LOOKUP, fresh)
+            elif fresh.height:
+                append_rows(con, "ometria", PHONE_LOOKUP, fresh)
             if table_exists(con, "ometria", EMAIL_VERDICTS):
                 con.register("_verdicts", email_verdicts())
                 try:

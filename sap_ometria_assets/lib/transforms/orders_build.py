@@ -23,6 +23,7 @@ from sap_ometria_assets.lib.transforms import incremental as inc
 from sap_ometria_assets.lib.transforms import orders as to
 from sap_ometria_assets.lib.transforms import refunds as tr
 from sap_ometria_assets.lib.transforms.tables import fast_string_writes, previous_hashes, read_raw, write_ometria
+from sap_ometria_assets.lib.warehouse.db import append_rows
 from sap_ometria_assets.lib.warehouse.sql import table_exists, transaction
 
 # DuckDB's memory cap while a full build runs in slices (see build_orders_tables).
@@ -141,8 +142,4 @@ def upsert_rebuilt(con: duckdb.DuckDBPyConnection, result: to.OrdersResult) -> N
         con.execute(f"DELETE FROM ometria.refunds WHERE TRY_CAST(sap_key AS BIGINT) IN (SELECT entry FROM {inc.MEMO_SET})")
         for table, frame in (("orders", result.orders), ("refunds", result.refunds)):
             if frame.height:
-                con.register("_rebuilt_rows", frame)
-                try:
-                    con.execute(f"INSERT INTO ometria.{table} BY NAME SELECT * FROM _rebuilt_rows")
-                finally:
-                    con.unregister("_rebuilt_rows")
+                append_rows(con, "ometria", table, frame)

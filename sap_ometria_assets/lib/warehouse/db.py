@@ -158,6 +158,15 @@ def read_table(con: duckdb.DuckDBPyConnection, schema: str, table: str,
     return con.sql(sql, params=params or []).pl()
 
 
+def append_rows(con: duckdb.DuckDBPyConnection, schema: str, table: str, df: pl.DataFrame) -> None:
+    """Append a frame to an existing table, columns matched by name."""
+    con.register("_frame_to_append", df)
+    try:
+        con.execute(f'INSERT INTO "{schema}"."{table}" BY NAME SELECT * FROM _frame_to_append')
+    finally:
+        con.unregister("_frame_to_append")
+
+
 def write_table(con: duckdb.DuckDBPyConnection, schema: str, table: str, df: pl.DataFrame) -> None:
     """Replace a table with a frame (empty frames still create a typed, empty table)."""
     con.register("_frame_to_write", df)
