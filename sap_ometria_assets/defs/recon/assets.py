@@ -13,6 +13,7 @@ from sap_ometria_assets.defs.ops.assets import PUSH_ERRORS, PUSH_KEYS, SYNC_EXCE
 from sap_ometria_assets.defs.ometria.metadata import described_table
 from sap_ometria_assets.defs.resources import OmetriaResource, WarehouseResource
 from sap_ometria_assets.lib.config.secrets import scrub
+from sap_ometria_assets.lib.config.settings import get_settings
 from sap_ometria_assets.lib.ometria.errors import OmetriaError
 from sap_ometria_assets.lib.quality.checks_config import get_checks_config, mapping_facts
 from sap_ometria_assets.lib.recon.build import create_recon_views
@@ -105,16 +106,26 @@ def recon_views(warehouse: WarehouseResource) -> dg.MaterializeResult:
     - `recon.missing_in_ometria` / `recon.extra_in_ometria`: records on one side only, with why;
     - `recon.stale_records`: changes Ometria has not acknowledged for too long (drift).
 
+    The two largest (`recon.sent_orders`, `recon.ometria_records`, a row per order or record)
+    are refreshed by their differences after their first build, and rebuilt from scratch by the
+    periodic full pass (`SAP_OMETRIA_FULL_PASS_HOURS`, default 24).
+
     Rows have `status` agrees / explained (by open sync exceptions or changes still in flight) /
     differs. Example: `duckdb data/warehouse.duckdb -c "FROM recon.customer_net_revenue WHERE
     status = 'differs'"`."""
     config = get_checks_config()
     facts = mapping_facts()
     with warehouse.connect() as con:
-        views = create_recon_views(con, facts, config)
+        views = create_recon_views(con, facts, config, _now(),
+                                   get_settings().sap_ometria_full_pass_hours)
         metadata: dict = {
             "views": dg.MetadataValue.json(views.created),
             "skipped_views": dg.MetadataValue.json(views.skipped),
+            # the large tables are refreshed by their differences; a full pass rebuilds them
+            "large_tables_refreshed": dg.MetadataValue.json({
+                name: {"mode": r.mode, "rows_deleted": r.deleted, "rows_inserted": r.inserted,
+                       **({"full_build_reason": r.reason} if r.reason else {})}
+                for name, r in views.refreshes.items()}),
             "ometria_read_back": snapshot_available(con),
         }
         if "customer_net_revenue" in views.created:

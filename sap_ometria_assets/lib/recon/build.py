@@ -8,12 +8,21 @@ dropped, so nothing stale lingers) with the reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import duckdb
 
 from sap_ometria_assets.lib.quality.checks_config import ChecksConfig, MappingFacts
 from sap_ometria_assets.lib.recon.snapshot import SNAPSHOT_DDL
+from sap_ometria_assets.lib.recon.sent import ViewSpec
 from sap_ometria_assets.lib.recon.views import view_specs
+from sap_ometria_assets.lib.warehouse.refresh import (
+    Refresh,
+    definition_hash,
+    full_pass_due,
+    record_build,
+    refresh_table,
+)
 from sap_ometria_assets.lib.warehouse.sql import has_column, lit, table_exists
 
 def _macros() -> list[str]:
@@ -52,14 +61,19 @@ def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
 class ViewsResult:
     created: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    # how each refreshable table was brought up to date (full build or refresh, rows changed)
+    refreshes: dict[str, Refresh] = field(default_factory=dict)
 
 
 def create_recon_views(
-    con: duckdb.DuckDBPyConnection, facts: MappingFacts, config: ChecksConfig
+    con: duckdb.DuckDBPyConnection, facts: MappingFacts, config: ChecksConfig,
+    now: datetime | None = None, full_pass_hours: float | None = None,
 ) -> ViewsResult:
     """(Re)create the `recon` macros, currency map and reconciliation tables (in dependency
     order); one whose inputs do not exist yet is skipped (and dropped, so nothing stale
-    lingers) with the reason."""
+    lingers) with the reason. The large tables with a refresh spec (lib/recon/sent.py) are
+    refreshed by their differences unless a full pass is due (`full_pass_hours`)."""
+    now = now or datetime.now(timezone.utc)
     con.execute("CREATE SCHEMA IF NOT EXISTS recon")
     con.execute(SNAPSHOT_DDL)
     for sql in _macros():
@@ -70,16 +84,41 @@ def create_recon_views(
     result = ViewsResult()
     for spec in view_specs(facts, config, ledger_has_payload):
         missing = [n for n in spec.needs if not table_exists(con, *n.split(".", 1))]
-        _drop_relation(con, spec.name)
         if missing:
+            _drop_relation(con, spec.name)
             result.skipped[spec.name] = "needs " + ", ".join(missing)
             continue
-        # Materialised, not a view: the checks and SQL users then read one consistent picture
-        # as of this reconciliation, and a 1M-order comparison is computed once, not per query.
-        con.execute(f"CREATE TABLE recon.{spec.name} AS {spec.sql}")
-        con.execute(f"COMMENT ON TABLE recon.{spec.name} IS {lit(spec.comment)}")
+        if spec.refresh is not None:
+            result.refreshes[spec.name] = _refresh_or_build(con, spec, now, full_pass_hours)
+        else:
+            _build(con, spec)
         result.created.append(spec.name)
     return result
+
+
+def _build(con: duckdb.DuckDBPyConnection, spec: ViewSpec) -> int:
+    _drop_relation(con, spec.name)
+    # Materialised, not a view: the checks and SQL users then read one consistent picture
+    # as of this reconciliation, and a 1M-order comparison is computed once, not per query.
+    con.execute(f"CREATE TABLE recon.{spec.name} AS {spec.sql}")
+    con.execute(f"COMMENT ON TABLE recon.{spec.name} IS {lit(spec.comment)}")
+    return int(con.execute(f"SELECT count(*) FROM recon.{spec.name}").fetchall()[0][0])
+
+
+def _refresh_or_build(con: duckdb.DuckDBPyConnection, spec: ViewSpec, now: datetime,
+                      full_pass_hours: float | None) -> Refresh:
+    refresh = spec.refresh
+    assert refresh is not None
+    definition = definition_hash(spec.sql, refresh.identity_sql, refresh.rows_sql("_r"),
+                                 ",".join(refresh.identity))
+    reason = full_pass_due(con, "recon", spec.name, definition, now, full_pass_hours)
+    if reason is None:
+        outcome = refresh_table(con, f"recon.{spec.name}", refresh.identity_sql,
+                                refresh.identity, refresh.rows_sql)
+    else:
+        outcome = Refresh("full", None, _build(con, spec), reason)
+    record_build(con, "recon", spec.name, definition, now, outcome)
+    return outcome
 
 
 def _write_currency_map(con: duckdb.DuckDBPyConnection, facts: MappingFacts) -> None:

@@ -22,12 +22,16 @@ lib/recon/build.py creates them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sap_ometria_assets.lib.ometria.feeds import OMETRIA_FEEDS
 from sap_ometria_assets.lib.quality.checks_config import ChecksConfig, MappingFacts
 from sap_ometria_assets.lib.quality.drift import stale_records_sql
 from sap_ometria_assets.lib.quality.sql_fragments import live_document, not_cancellation
+from sap_ometria_assets.lib.recon.sent import (
+    ORDER_VALUES,
+    ViewSpec,
+    ometria_records_spec,
+    order_parts,
+    sent_orders_spec,
+)
 from sap_ometria_assets.lib.sync_exceptions.rule_ids import KEEPS_RECORD_FROM_OMETRIA
 from sap_ometria_assets.lib.warehouse.sql import lit, text_list
 
@@ -36,24 +40,6 @@ LATEST_READ_OK = """read_ok AS (
                 SELECT coalesce((SELECT available FROM recon.snapshot_runs
                                  ORDER BY fetched_at DESC LIMIT 1), false) AS ok
             )"""
-
-
-# An order payload parsed once, not once per value (the recon.order_* macros parse it again for
-# each): `_j` = customer id, currency, status, timestamp, grand_total, is_valid; `_r` = the
-# lines' refunded amounts. ORDER_VALUES values them exactly as the macros do.
-# A payload whose text holds neither the key "refunded" nor a \u escape (a key could be spelt
-# with one) has no refunded amounts: its lines are not parsed a second time (half the parsing).
-def _order_parts(payload: str) -> str:
-    return (f"json_extract_string({payload}, ['$.customer.id', '$.currency', '$.status', '$.timestamp', "
-            f"'$.grand_total', '$.is_valid']) AS _j, CASE WHEN contains({payload}, '\"refunded\"') "
-            f"OR contains({payload}, '\\u') THEN json_extract_string({payload}, '$.lineitems[*].refunded') "
-            f"END AS _r")
-
-
-ORDER_VALUES = """_j[1] AS card_code, _j[2] AS currency, _j[3] AS status,
-                   TRY_CAST(substr(_j[4], 1, 10) AS DATE) AS day, recon.amount(_j[5]) AS grand_total,
-                   CASE WHEN coalesce(_j[6] <> 'false', true) THEN recon.amount(_j[5])
-                        - coalesce(list_sum(list_transform(_r, lambda x: recon.amount(x))), 0) ELSE 0 END AS net"""
 
 
 def _sides_joined(key: str) -> str:
@@ -72,26 +58,11 @@ def _sides_joined(key: str) -> str:
                 LEFT JOIN pend ON pend.{key} IS NOT DISTINCT FROM k.{key}"""
 
 
-@dataclass
-class ViewSpec:
-    name: str
-    comment: str
-    sql: str
-    needs: tuple[str, ...] = ()
-
-
 def view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bool) -> list[ViewSpec]:
     local = lit(facts.local_currency)
     tol = config.recon.money_tolerance
     types = text_list(facts.customer_card_types)
     cancelled = lit(facts.cancelled_status)
-    sent_payload = "g.payload" if ledger_has_payload else "o.payload"
-    sent_match = "" if ledger_has_payload else " AND g.payload_hash = o.payload_hash"
-    ometria_records = " UNION ALL ".join(
-        f"SELECT '{feed}' AS feed, record_type, CAST(id AS VARCHAR) AS id, sap_object, "
-        f"CAST(sap_key AS VARCHAR) AS sap_key, payload_hash, held_back_reason FROM ometria.{feed}"
-        for feed in OMETRIA_FEEDS
-    )
     doc_entities = "['order', 'order_line', 'credit_memo', 'credit_memo_line']"
 
     def sap_docs(table: str, sap_object: str, sign: int) -> str:
@@ -116,23 +87,7 @@ def view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bo
             sap_docs("ordr", "ORDR", 1) + " UNION ALL " + sap_docs("orin", "ORIN", -1),
             needs=("sap_raw.ordr", "sap_raw.orin"),
         ),
-        ViewSpec(
-            "sent_orders",
-            "Sent side: order payloads (orders and negative orders for credit memos) that the push "
-            "ledger says Ometria accepted (status accepted, not dry run)" + ("" if ledger_has_payload else
-            " in their current version (a changed, not yet acknowledged order is left out and "
-            "shows in recon.stale_records)") + ". net = how Ometria values it: grand_total - "
-            "refunded for valid orders, 0 for invalid (cancelled, fully refunded) ones.",
-            f"""
-            SELECT id, sap_object, sap_key, {ORDER_VALUES}, request_id, acknowledged_at
-            FROM (SELECT o.id, o.sap_object, CAST(o.sap_key AS VARCHAR) AS sap_key,
-                         {_order_parts(sent_payload)}, g.request_id, g.acknowledged_at
-                  FROM ometria.orders o
-                  JOIN ometria_push.ledger g ON g.feed = 'orders' AND g.id = CAST(o.id AS VARCHAR)
-                       AND NOT coalesce(g.dry_run, false)
-                       AND coalesce(g.status, 'accepted') = 'accepted'{sent_match})""",
-            needs=("ometria.orders", "ometria_push.ledger"),
-        ),
+        sent_orders_spec(ledger_has_payload),
         ViewSpec(
             "ometria_orders",
             "Ometria side: orders read back from Ometria (recon.ometria_snapshot), valued like "
@@ -140,19 +95,13 @@ def view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bo
             f"""
             SELECT id, sap_object, sap_key, {ORDER_VALUES}, fetched_at
             FROM (SELECT s.id, x.sap_object, CAST(x.sap_key AS VARCHAR) AS sap_key,
-                         {_order_parts("s.payload")}, s.fetched_at
+                         {order_parts("s.payload")}, s.fetched_at
                   FROM recon.ometria_snapshot s
                   LEFT JOIN ometria.orders x ON CAST(x.id AS VARCHAR) = s.id
                   WHERE s.record_type = 'order')""",
             needs=("recon.ometria_snapshot", "ometria.orders"),
         ),
-        ViewSpec(
-            "ometria_records",
-            "Every Ometria-ready record of the four feeds (contacts, orders, products, stock) with "
-            "its SAP source and current payload hash.",
-            ometria_records,
-            needs=tuple(f"ometria.{feed}" for feed in OMETRIA_FEEDS),
-        ),
+        ometria_records_spec(),
         ViewSpec(
             "open_document_exceptions",
             "Open sync exceptions on sales orders, credit memos and their lines, with the "
