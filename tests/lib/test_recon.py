@@ -2,8 +2,10 @@
 inconsistent one, and say when a difference is explained by a listed exception."""
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from checks_fixtures import (
@@ -74,6 +76,19 @@ def test_every_view_is_documented(con):
         "SELECT table_name, comment FROM duckdb_tables() WHERE schema_name = 'recon'").fetchall())
     for name in views.created:
         assert comments[name] and len(comments[name]) > 60, name
+
+
+def test_docs_contracts_list_each_recon_table_with_its_columns(con):
+    """A SQL user reading docs/contracts.md finds every column the built table has, in order."""
+    views = refresh(con)
+    docs = (Path(__file__).parents[2] / "docs" / "contracts.md").read_text()
+    for name in views.created:
+        line = next((ln for ln in docs.splitlines() if ln.startswith(f"| `{name}` |")), None)
+        assert line, f"recon.{name} is not in docs/contracts.md"
+        built = [c for (c,) in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'recon' "
+            "AND table_name = ? ORDER BY ordinal_position", [name]).fetchall()]
+        assert re.findall(r"`(\w+)`", line.split("|")[2]) == built, name
 
 
 def test_an_order_lost_in_ometria_is_listed_everywhere(con):

@@ -81,8 +81,9 @@ def create_recon_views(
     _write_currency_map(con, facts)
     ledger_has_payload = (table_exists(con, "ometria_push", "ledger")
                           and has_column(con, "ometria_push", "ledger", "payload"))
+    documents_hashed = all(has_column(con, "sap_raw", t, "_row_hash") for t in ("ordr", "orin"))
     result = ViewsResult()
-    for spec in view_specs(facts, config, ledger_has_payload):
+    for spec in view_specs(facts, config, ledger_has_payload, documents_hashed):
         missing = [n for n in spec.needs if not table_exists(con, *n.split(".", 1))]
         if missing:
             _drop_relation(con, spec.name)

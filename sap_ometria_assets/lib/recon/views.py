@@ -27,6 +27,7 @@ from sap_ometria_assets.lib.quality.drift import stale_records_sql
 from sap_ometria_assets.lib.quality.sql_fragments import live_document, not_cancellation
 from sap_ometria_assets.lib.recon.sent import (
     ORDER_VALUES,
+    RefreshSpec,
     ViewSpec,
     ometria_records_spec,
     order_parts,
@@ -58,12 +59,17 @@ def _sides_joined(key: str) -> str:
                 LEFT JOIN pend ON pend.{key} IS NOT DISTINCT FROM k.{key}"""
 
 
-def view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bool) -> list[ViewSpec]:
+def view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bool,
+               documents_hashed: bool = False) -> list[ViewSpec]:
+    """The recon tables in dependency order. `ledger_has_payload`: the push ledger keeps each
+    acknowledged payload; `documents_hashed`: sap_raw.ordr and orin carry the landing's
+    `_row_hash`, so recon.sap_documents can be refreshed by it instead of rebuilt."""
     local = lit(facts.local_currency)
     tol = config.recon.money_tolerance
     types = text_list(facts.customer_card_types)
     cancelled = lit(facts.cancelled_status)
     doc_entities = "['order', 'order_line', 'credit_memo', 'credit_memo_line']"
+    row_hash = 'd."_row_hash"' if documents_hashed else "NULL::VARCHAR"
 
     def sap_docs(table: str, sap_object: str, sign: int) -> str:
         return f"""
@@ -72,20 +78,29 @@ def view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bo
                    d."DocCurrency" AS sap_currency, cm.iso_code AS currency,
                    CASE WHEN coalesce(d."DocCurrency", {local}) = {local} THEN d."DocTotal"
                         ELSE d."DocTotalFc" END AS amount,
-                   d."DocTotal" AS amount_local, {sign} AS sign
+                   d."DocTotal" AS amount_local, {sign} AS sign, {row_hash} AS row_hash
             FROM sap_raw.{table} d
             LEFT JOIN recon.currency_map cm ON cm.sap_code = coalesce(d."DocCurrency", {local})
             WHERE {live_document('d')}"""
 
+    documents = sap_docs("ordr", "ORDR", 1) + " UNION ALL " + sap_docs("orin", "ORIN", -1)
     return [
         ViewSpec(
             "sap_documents",
             "SAP side: live sales orders (sign +1) and A/R credit memos (sign -1), cancelled and "
             "cancellation documents excluded. amount = document total in the document currency "
             "(DocTotalFc when not local), amount_local = DocTotal in local currency, currency = "
-            "ISO code through the mapping (NULL when unmapped).",
-            sap_docs("ordr", "ORDR", 1) + " UNION ALL " + sap_docs("orin", "ORIN", -1),
+            "ISO code through the mapping (NULL when unmapped). row_hash = the landed document's "
+            "content hash (sap_raw._row_hash).",
+            documents,
             needs=("sap_raw.ordr", "sap_raw.orin"),
+            # a document's row follows from its landed content (row_hash) and currency mapping
+            refresh=RefreshSpec(
+                ("sap_object", "doc_entry", "row_hash", "currency"),
+                f"SELECT sap_object, doc_entry, row_hash, currency FROM ({documents})",
+                lambda rel: f"SELECT d.* FROM ({documents}) d SEMI JOIN {rel} n "
+                            "ON n.sap_object = d.sap_object AND n.doc_entry = d.doc_entry",
+            ) if documents_hashed else None,
         ),
         sent_orders_spec(ledger_has_payload),
         ViewSpec(
