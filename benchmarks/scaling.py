@@ -4,7 +4,7 @@
   Ometria's answers, divided by the requests, per scale (the target: within 20% between
   scales, i.e. the ledger's cost per request does not grow with the ledger);
 - **Dagster overhead** per scale (benchmarks/overhead.py: run wall minus op compute, and the
-  share of the 52 check steps);
+  share of the steps that only evaluate asset checks);
 - **x1000 on paper** (2M business partners, 10M orders): each stage's wall time and peak
   memory projected from the two largest measured scales with a per-stage power law
   (t = a * scale^b, b from the two points: b = log(t2/t1) / log(s2/s1)), and what gives out

@@ -23,11 +23,12 @@ from sap_ometria_assets.defs.ops.assets import ops_sync_exceptions  # noqa: E402
 from sap_ometria_assets.defs.recon.assets import ometria_snapshot, recon_views  # noqa: E402
 from sap_ometria_assets.defs.sap_raw.checks import (  # noqa: E402
     build_contract_check,
-    build_schema_drift_check,
     contract_checks,
-    schema_drift_checks,
+    drift_result,
+    drift_spec,
     volume_result,
 )
+from sap_ometria_assets.defs.sap_raw.assets import sap_raw_assets  # noqa: E402
 from sap_ometria_assets.lib.quality.checks_config import ChecksConfig  # noqa: E402
 from sap_ometria_assets.lib.quality.drift import Band, VolumeResult  # noqa: E402
 from sap_ometria_assets.lib.sync_exceptions.catalogue import RULES_BY_ID  # noqa: E402
@@ -50,8 +51,9 @@ def test_every_landed_table_has_a_blocking_contract_check_and_a_drift_check():
     blocking = {next(iter(c.check_specs)).asset_key.path[-1]: next(iter(c.check_specs)).blocking
                 for c in contract_checks}
     assert blocking == {t: True for t in all_table_names()}
-    drift = {next(iter(c.check_specs)).asset_key.path[-1]: next(iter(c.check_specs)).blocking
-             for c in schema_drift_checks}
+    # schema_drift is declared and evaluated by the step that lands the table
+    drift = {s.asset_key.path[-1]: s.blocking for a in sap_raw_assets for s in a.check_specs
+             if s.name == "schema_drift"}
     assert drift == {t: False for t in all_table_names()}
 
 
@@ -65,10 +67,10 @@ class Extract(dg.Config):
 
 def _landing_like(db: str):
     """A stand-in for the ocrd landing: writes the table, the extract's columns and, for a new
-    property, the schema change, as lib/landing/land.py does."""
+    property, the schema change, as lib/landing/land.py does, then evaluates schema_drift."""
 
-    @dg.asset(key=["sap_raw", "ocrd"], group_name="sap_raw")
-    def ocrd(config: Extract) -> None:
+    @dg.asset(key=["sap_raw", "ocrd"], group_name="sap_raw", check_specs=[drift_spec("ocrd")])
+    def ocrd(config: Extract):
         now = datetime.now(timezone.utc)
         con = duckdb.connect(db)
         try:
@@ -91,6 +93,8 @@ def _landing_like(db: str):
             con.execute("DELETE FROM sap_meta.extract_columns WHERE table_name = 'ocrd'")
             con.executemany("INSERT INTO sap_meta.extract_columns VALUES ('ocrd', ?, ?, ?)",
                             [[c, t, now] for c, t in cols.items()])
+            yield dg.MaterializeResult()
+            yield drift_result(con, "ocrd")  # as the real landing step does
         finally:
             con.close()
 
@@ -105,8 +109,7 @@ def downstream_contacts() -> None:
 def test_removed_column_blocks_downstream_and_new_udf_only_warns(tmp_path):
     db = str(tmp_path / "w.duckdb")
     duckdb.connect(db).close()
-    assets = [_landing_like(db), downstream_contacts, build_contract_check("ocrd"),
-              build_schema_drift_check("ocrd")]
+    assets = [_landing_like(db), downstream_contacts, build_contract_check("ocrd")]
     resources = {"warehouse": WarehouseResource(duckdb_path=db)}
 
     def run(**extract):

@@ -30,6 +30,7 @@ from sap_ometria_assets.emulators.ometria.server import OmetriaEmulator
 from sap_ometria_assets.emulators.ometria.validation import DIRECTIVES
 from sap_ometria_assets.emulators.sap_b1.company import Company
 from sap_ometria_assets.emulators.sap_b1.server import SapB1Emulator
+from sap_ometria_assets.defs.sap_raw.checks import drift_checks
 
 SCALE, SEED = 0.02, 7
 # Distinctive secrets: the secrets test searches every output for them.
@@ -93,9 +94,11 @@ def _defs() -> dg.Definitions:
 
 @cache
 def _job(groups: tuple[str, ...], checked: tuple[str, ...]) -> dg.JobDefinition:
-    # Checks cost a step each: only the contract/drift checks of the tables a test breaks run
-    # (ops' own check belongs to its multi-asset and cannot be split from it).
+    # Checks cost a step each: only the contract checks of the tables a test breaks run (ops'
+    # own check and schema_drift belong to their assets' steps and cannot be split from them).
     selection = dg.AssetSelection.groups(*[g for g in groups if g != "ops"]).without_checks()
+    if "sap_raw" in groups:
+        selection = selection | drift_checks()
     if "ops" in groups:
         selection = selection | dg.AssetSelection.groups("ops")
     if checked:
