@@ -37,11 +37,11 @@ FEEDS = ("contacts", "products", "orders", "stock")
 def _selection(phase: str):
     import dagster as dg
 
-    from sap_ometria_assets.defs.sap_raw.checks import drift_checks
+    from sap_ometria_assets.defs.sap_raw.checks import landing_checks
 
     snapshot = dg.AssetKey(["recon", "ometria_snapshot"])
-    if phase == "land":  # with schema_drift, which the landing steps evaluate
-        return dg.AssetSelection.groups("sap_raw").without_checks() | drift_checks()
+    if phase == "land":  # with contract and schema_drift, which the landing steps evaluate
+        return dg.AssetSelection.groups("sap_raw").without_checks() | landing_checks()
     if phase == "transform":
         return dg.AssetSelection.groups("ometria").without_checks()
     if phase == "push":
@@ -52,7 +52,7 @@ def _selection(phase: str):
         # Asset checks of the landed and Ometria-ready tables, the exception register, the
         # reconciliation views and their checks (the read-back is its own phase: HTTP-bound).
         checked = dg.AssetSelection.groups("sap_raw", "ometria")
-        return (checked - checked.without_checks() - drift_checks()) | (
+        return (checked - checked.without_checks() - landing_checks()) | (
             dg.AssetSelection.groups("ops", "recon") - dg.AssetSelection.assets(snapshot).without_checks()
             - dg.AssetSelection.assets(snapshot))
     raise ValueError(f"unknown phase {phase!r}")

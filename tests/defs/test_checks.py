@@ -22,10 +22,8 @@ from sap_ometria_assets.defs.recon import checks as recon_checks  # noqa: E402
 from sap_ometria_assets.defs.ops.assets import ops_sync_exceptions  # noqa: E402
 from sap_ometria_assets.defs.recon.assets import ometria_snapshot, recon_views  # noqa: E402
 from sap_ometria_assets.defs.sap_raw.checks import (  # noqa: E402
-    build_contract_check,
-    contract_checks,
-    drift_result,
-    drift_spec,
+    landing_check_results,
+    landing_check_specs,
     volume_result,
 )
 from sap_ometria_assets.defs.sap_raw.assets import sap_raw_assets  # noqa: E402
@@ -48,13 +46,13 @@ def materialized(result) -> set[str]:
 
 
 def test_every_landed_table_has_a_blocking_contract_check_and_a_drift_check():
-    blocking = {next(iter(c.check_specs)).asset_key.path[-1]: next(iter(c.check_specs)).blocking
-                for c in contract_checks}
-    assert blocking == {t: True for t in all_table_names()}
-    # schema_drift is declared and evaluated by the step that lands the table
-    drift = {s.asset_key.path[-1]: s.blocking for a in sap_raw_assets for s in a.check_specs
-             if s.name == "schema_drift"}
-    assert drift == {t: False for t in all_table_names()}
+    # both are declared and evaluated by the step that lands the table
+    def blocking(name):
+        return {s.asset_key.path[-1]: s.blocking for a in sap_raw_assets for s in a.check_specs
+                if s.name == name}
+
+    assert blocking("contract") == {t: True for t in all_table_names()}
+    assert blocking("schema_drift") == {t: False for t in all_table_names()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,9 +65,10 @@ class Extract(dg.Config):
 
 def _landing_like(db: str):
     """A stand-in for the ocrd landing: writes the table, the extract's columns and, for a new
-    property, the schema change, as lib/landing/land.py does, then evaluates schema_drift."""
+    property, the schema change, as lib/landing/land.py does, then evaluates its checks as the
+    landing step does."""
 
-    @dg.asset(key=["sap_raw", "ocrd"], group_name="sap_raw", check_specs=[drift_spec("ocrd")])
+    @dg.asset(key=["sap_raw", "ocrd"], group_name="sap_raw", check_specs=landing_check_specs(["ocrd"]))
     def ocrd(config: Extract):
         now = datetime.now(timezone.utc)
         con = duckdb.connect(db)
@@ -94,7 +93,7 @@ def _landing_like(db: str):
             con.executemany("INSERT INTO sap_meta.extract_columns VALUES ('ocrd', ?, ?, ?)",
                             [[c, t, now] for c, t in cols.items()])
             yield dg.MaterializeResult()
-            yield drift_result(con, "ocrd")  # as the real landing step does
+            yield from landing_check_results(con, ["ocrd"])  # as the real landing step does
         finally:
             con.close()
 
@@ -109,7 +108,7 @@ def downstream_contacts() -> None:
 def test_removed_column_blocks_downstream_and_new_udf_only_warns(tmp_path):
     db = str(tmp_path / "w.duckdb")
     duckdb.connect(db).close()
-    assets = [_landing_like(db), downstream_contacts, build_contract_check("ocrd")]
+    assets = [_landing_like(db), downstream_contacts]
     resources = {"warehouse": WarehouseResource(duckdb_path=db)}
 
     def run(**extract):
@@ -134,6 +133,7 @@ def test_removed_column_blocks_downstream_and_new_udf_only_warns(tmp_path):
         assert contract.blocking
         assert "EmailAddress" in contract.metadata["missing_columns"].value
         assert "ometria/contacts" not in materialized(broken)  # nothing built from a broken extract
+        assert "sap_raw/ocrd" in materialized(broken)  # what SAP sent is landed and kept
         assert not broken.success
 
 

@@ -30,7 +30,7 @@ from sap_ometria_assets.emulators.ometria.server import OmetriaEmulator
 from sap_ometria_assets.emulators.ometria.validation import DIRECTIVES
 from sap_ometria_assets.emulators.sap_b1.company import Company
 from sap_ometria_assets.emulators.sap_b1.server import SapB1Emulator
-from sap_ometria_assets.defs.sap_raw.checks import drift_checks
+from sap_ometria_assets.defs.sap_raw.checks import landing_checks
 
 SCALE, SEED = 0.02, 7
 # Distinctive secrets: the secrets test searches every output for them.
@@ -93,17 +93,15 @@ def _defs() -> dg.Definitions:
 
 
 @cache
-def _job(groups: tuple[str, ...], checked: tuple[str, ...]) -> dg.JobDefinition:
-    # Checks cost a step each: only the contract checks of the tables a test breaks run (ops'
-    # own check and schema_drift belong to their assets' steps and cannot be split from them).
+def _job(groups: tuple[str, ...]) -> dg.JobDefinition:
+    # Checks cost a step each, so the separate check steps are left out; the landing's contract
+    # and schema_drift checks and ops' own check belong to their assets' steps and always run.
     selection = dg.AssetSelection.groups(*[g for g in groups if g != "ops"]).without_checks()
     if "sap_raw" in groups:
-        selection = selection | drift_checks()
+        selection = selection | landing_checks()
     if "ops" in groups:
         selection = selection | dg.AssetSelection.groups("ops")
-    if checked:
-        selection = selection | dg.AssetSelection.assets(*[dg.AssetKey(["sap_raw", t]) for t in checked])
-    name = "faults_" + "_".join(groups) + ("__" + "_".join(checked) if checked else "")
+    name = "faults_" + "_".join(groups)
     job = dg.define_asset_job(name, selection=selection)
     return dg.Definitions.merge(_defs(), dg.Definitions(jobs=[job])).resolve_job_def(name)
 
@@ -151,9 +149,9 @@ class Run:
                 for e in self.result.get_asset_check_evaluations()}
 
 
-def run_sync(groups: tuple[str, ...] = SYNC, *, checked: Iterable[str] = (),
+def run_sync(groups: tuple[str, ...] = SYNC, *,
              instance: dg.DagsterInstance | None = None) -> Run:
-    job = _job(tuple(groups), tuple(sorted(checked)))
+    job = _job(tuple(groups))
     instance = instance or dg.DagsterInstance.ephemeral()
     return Run(job.execute_in_process(instance=instance, raise_on_error=False), instance)
 

@@ -20,7 +20,7 @@ def test_userfieldsmd_without_subtype_warns_and_everything_syncs(landed_env):
     company = env.sap.advance(1)
     env.sap.faults.schema_change("UserFieldsMD", drop=["SubType"])
 
-    run = run_sync(checked=("cufd",))
+    run = run_sync()
 
     assert run.success, run.failures
     check = run.checks()["cufd/contract"]
@@ -68,6 +68,6 @@ def test_an_essential_column_missing_holds_back_only_that_tables_dependents(land
     assert_nothing_lost(env.db, env.ometria, feeds=("contacts", "products"))
 
     env.sap.faults.clear()
-    rerun = run_sync(checked=("ordr",))
+    rerun = run_sync()
     assert rerun.success, rerun.failures
     assert_nothing_lost(env.db, env.ometria, company)

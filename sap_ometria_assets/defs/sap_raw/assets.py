@@ -22,7 +22,7 @@ from sap_ometria_assets.lib.landing.land import land_table
 from sap_ometria_assets.lib.landing.results import LandResult, TableCounts
 from sap_ometria_assets.lib.landing.split import ROW_HASH
 from sap_ometria_assets.defs.resources import SapB1Resource
-from sap_ometria_assets.defs.sap_raw.checks import drift_result, drift_spec
+from sap_ometria_assets.defs.sap_raw.checks import landing_check_results, landing_check_specs
 from sap_ometria_assets.lib.sap.descriptions import column_description, udf_descriptions
 from sap_ometria_assets.lib.sap.tables import (
     DELETED_AT,
@@ -140,7 +140,7 @@ def build_sap_raw_asset(spec: SapTable) -> dg.AssetsDefinition:
 
     @dg.multi_asset(
         name=f"{GROUP}__{spec.table}", specs=specs, can_subset=False, pool="duckdb",
-        description=spec.description, check_specs=[drift_spec(t) for t in tables],
+        description=spec.description, check_specs=landing_check_specs(tables),
     )
     def _land(context: dg.AssetExecutionContext, config: SapLandingConfig, sap_b1: SapB1Resource,
               warehouse: WarehouseResource):
@@ -153,8 +153,7 @@ def build_sap_raw_asset(spec: SapTable) -> dg.AssetsDefinition:
             for table in tables:
                 yield dg.MaterializeResult(asset_key=dg.AssetKey([GROUP, table]),
                                            metadata=_metadata(con, result, table))
-            for table in tables:
-                yield drift_result(con, table)
+            yield from landing_check_results(con, tables)
         if result.deletion_refused:
             _alert_refused_scan(context, spec.table, result.deletion_refused, settings)
         if result.rejected_values:

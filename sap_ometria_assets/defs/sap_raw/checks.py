@@ -9,8 +9,10 @@
   (`optional_columns_missing`): nothing is blocked.
 - `schema_drift` (every table, WARN): columns beyond the contract that SAP started sending (a
   new UDF, say) or that had to be widened, named, for a few days after they changed; and
-  contract columns with a few unreadable values (bad records, not a broken extract). Evaluated
-  by the landing step of the table (`drift_spec`, `drift_result`), not a step of its own.
+  contract columns with a few unreadable values (bad records, not a broken extract).
+
+Both are evaluated by the step that lands the table (`landing_check_specs`,
+`landing_check_results`), not by steps of their own.
 - `order_volume` (on `sap_raw/ordr`, WARN): today's orders and revenue so far against the same
   part of the day over the trailing weeks.
 """
@@ -27,10 +29,72 @@ from sap_ometria_assets.lib.sap.tables import all_table_names, contract_columns,
 from sap_ometria_assets.defs.resources import WarehouseResource
 
 
-def contract_result(report) -> dg.AssetCheckResult:
+# The contract and schema_drift checks of a table are evaluated by the step that lands it
+# (defs/sap_raw/assets.py), on its connection, right after the table is written: a step of
+# their own per table cost a Dagster step start and a connection each (40 steps a sync) for a
+# few metadata queries. A failed blocking contract fails the landing step with Dagster's
+# DagsterAssetCheckFailedError after the tables' materialisations, so what is downstream of
+# them does not run, exactly as a separate blocking check step would.
+def landing_check_specs(tables: list[str]) -> list[dg.AssetCheckSpec]:
+    """`contract` (blocking) and `schema_drift` (WARN) for each table a landing step writes."""
+    specs = []
+    for table in tables:
+        key = dg.AssetKey(["sap_raw", table])
+        specs.append(dg.AssetCheckSpec(
+            "contract", asset=key, blocking=True,
+            description=f"Blocking: sap_raw.{table} has every essential contract column of "
+            "lib/sap/tables.py with its type, in the latest extract and in the table. Fails (and "
+            "stops what is downstream of this table) on a removed column or a changed type; an "
+            "optional contract column missing or retyped only warns, naming it."))
+        specs.append(dg.AssetCheckSpec(
+            "schema_drift", asset=key, blocking=False,
+            description=f"WARN when SAP's extract of {table.upper()} gains a column beyond the "
+            "contract (e.g. a new UDF) or one had to be widened, naming it; or when some values "
+            "of a contract column could not be read (too few to block). Landed either way; "
+            "mapped to Ometria only through data/mapping.yaml."))
+    return specs
+
+
+def landing_checks() -> dg.AssetSelection:
+    """Every landed table's contract and schema_drift checks: part of the landing steps, so a
+    selection of the landing without check steps still holds them (`without_checks()` | this)."""
+    return dg.AssetSelection.checks(*(
+        dg.AssetCheckKey(dg.AssetKey(["sap_raw", t]), name)
+        for t in all_table_names() for name in ("contract", "schema_drift")))
+
+
+def landing_check_results(con, tables: list[str]):
+    """The contract and schema_drift results of the tables just landed. A check that cannot be
+    evaluated says why: a contract as a blocking ERROR (nothing is built from an extract that
+    could not be verified), schema_drift as a WARN."""
+    settings = get_checks_config().contracts
+    for table in tables:
+        key = dg.AssetKey(["sap_raw", table])
+        try:
+            yield contract_result(key, check_contract(
+                con, table, settings.type_change_min_share, settings.type_change_min_rows))
+        except Exception as exc:  # noqa: BLE001 - named in the result, which blocks
+            yield dg.AssetCheckResult(
+                asset_key=key, check_name="contract", passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"The contract of {table.upper()} could not be checked: {exc}")
+        try:
+            report = schema_drift(con, table, datetime.now(timezone.utc),
+                                  settings.new_column_warn_days)
+        except Exception as exc:  # noqa: BLE001 - a WARN check must not fail the landing
+            yield dg.AssetCheckResult(
+                asset_key=key, check_name="schema_drift", passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"Schema drift of {table.upper()} could not be evaluated: {exc}")
+            continue
+        yield drift_result(key, report)
+
+
+def contract_result(key: dg.AssetKey, report) -> dg.AssetCheckResult:
     expected = contract_columns(report.table)
     warn_only = report.ok and report.degraded  # a WARN never blocks (Dagster: ERROR only)
     return dg.AssetCheckResult(
+        asset_key=key, check_name="contract",
         passed=report.ok and not report.degraded,
         severity=dg.AssetCheckSeverity.WARN if warn_only else dg.AssetCheckSeverity.ERROR,
         description=report.summary(),
@@ -51,65 +115,7 @@ def contract_result(report) -> dg.AssetCheckResult:
     )
 
 
-def _type_changes(changes) -> dg.MetadataValue:
-    return dg.MetadataValue.json([
-        {"column": t.column, "expected": t.expected, "got": t.observed, "in": t.where}
-        for t in changes
-    ])
-
-
-def build_contract_check(table: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=dg.AssetKey(["sap_raw", table]),
-        name="contract",
-        blocking=True,
-        pool="duckdb",
-        description=f"Blocking: sap_raw.{table} has every essential contract column of "
-        "lib/sap/tables.py with its type, in the latest extract and in the table. Fails (and "
-        "stops what is downstream of this table) on a removed column or a changed type; an "
-        "optional contract column missing or retyped only warns, naming it.",
-    )
-    def _contract(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        settings = get_checks_config().contracts
-        with warehouse.connect(read_only=True) as con:
-            return contract_result(check_contract(
-                con, table, settings.type_change_min_share, settings.type_change_min_rows))
-
-    return _contract
-
-
-def drift_spec(table: str) -> dg.AssetCheckSpec:
-    """The schema_drift check of one landed table. It is evaluated by the landing step itself
-    (defs/sap_raw/assets.py), right after the table is written: a step per table would cost a
-    Dagster step start and a connection for a few metadata queries."""
-    return dg.AssetCheckSpec(
-        "schema_drift", asset=dg.AssetKey(["sap_raw", table]), blocking=False,
-        description=f"WARN when SAP's extract of {table.upper()} gains a column beyond the "
-        "contract (e.g. a new UDF) or one had to be widened, naming it; or when some values of a "
-        "contract column could not be read (too few to block). Landed either way; mapped to "
-        "Ometria only through data/mapping.yaml.",
-    )
-
-
-def drift_checks() -> dg.AssetSelection:
-    """Every landed table's schema_drift check: part of the landing steps, so a selection of
-    the landing without its check steps still holds them (`without_checks()` | this)."""
-    return dg.AssetSelection.checks(*(
-        dg.AssetCheckKey(dg.AssetKey(["sap_raw", t]), "schema_drift") for t in all_table_names()))
-
-
-def drift_result(con, table: str) -> dg.AssetCheckResult:
-    """The schema_drift result of `table` as landed; a failure to evaluate it is a WARN naming
-    the cause, never a failed landing."""
-    key = dg.AssetKey(["sap_raw", table])
-    try:
-        days = get_checks_config().contracts.new_column_warn_days
-        report = schema_drift(con, table, datetime.now(timezone.utc), days)
-    except Exception as exc:  # noqa: BLE001 - a WARN check must not fail the landing
-        return dg.AssetCheckResult(
-            asset_key=key, check_name="schema_drift", passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=f"Schema drift of {table.upper()} could not be evaluated: {exc}")
+def drift_result(key: dg.AssetKey, report) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         asset_key=key, check_name="schema_drift",
         passed=not report.has_drift,
@@ -124,6 +130,13 @@ def drift_result(con, table: str) -> dg.AssetCheckResult:
                  for c, (n, m, ex) in report.unreadable.items()}),
         },
     )
+
+
+def _type_changes(changes) -> dg.MetadataValue:
+    return dg.MetadataValue.json([
+        {"column": t.column, "expected": t.expected, "got": t.observed, "in": t.where}
+        for t in changes
+    ])
 
 
 @dg.asset_check(
@@ -171,4 +184,3 @@ def volume_result(result) -> dg.AssetCheckResult:
     )
 
 
-contract_checks = [build_contract_check(t) for t in all_table_names()]
