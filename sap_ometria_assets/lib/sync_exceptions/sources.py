@@ -145,7 +145,21 @@ def prepare_sources(con: duckdb.DuckDBPyConnection, facts: MappingFacts) -> set[
     }
     for alias, sql in helpers.items():
         con.execute(f"CREATE OR REPLACE TEMP VIEW {alias} AS {sql}")
+    for alias in ("x_memo_line_orders", "x_memo_orders"):
+        _materialise(con, alias, helpers[alias])
     return present
+
+
+def _materialise(con: duckdb.DuckDBPyConnection, alias: str, sql: str) -> None:
+    """Replace the helper view `alias` by a temp table of its rows. The credit memo -> order
+    chain is read four times by two rules (0.6 s at x100 as a view, 0.1 s once as a table).
+    If it cannot be computed, the view stays and the rules reading it fail one by one, named,
+    as they would have."""
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _{alias} AS {sql}")
+    except duckdb.Error:
+        return
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {alias} AS SELECT * FROM _{alias}")
 
 
 # ---------------------------------------------------------------------------------------------
