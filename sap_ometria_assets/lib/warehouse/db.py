@@ -37,6 +37,13 @@ def _lock_holder(exc: Exception) -> str:
     return ""
 
 
+# A warehouse this creates is written in this DuckDB's newest storage format (a file keeps the
+# format it was created with). DuckDB's default, v1.0-compatible format rewrites the metadata of
+# the whole file on each checkpoint: at x100 (3 GB) every step that writes paid ~0.2 s at close
+# for that, ~0.014 s in the newest format (and the file is 15% smaller).
+STORAGE_VERSION = "latest"
+
+
 @contextmanager
 def connect(path: str | Path, read_only: bool = False, wait_s: float | None = None,
             memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -44,7 +51,8 @@ def connect(path: str | Path, read_only: bool = False, wait_s: float | None = No
 
     `wait_s` and `memory_limit` default to SAP_OMETRIA_DUCKDB_LOCK_WAIT_S and
     SAP_OMETRIA_DUCKDB_MEMORY_LIMIT: DuckDB's own default takes 80% of RAM, so on a small
-    machine a big merge would crowd out the rest of the run instead of spilling to disk.
+    machine a big merge would crowd out the rest of the run instead of spilling to disk. A new
+    warehouse file is created in the newest storage format (`STORAGE_VERSION`).
     """
     settings = get_settings()
     wait_s = settings.sap_ometria_duckdb_lock_wait_s if wait_s is None else wait_s
@@ -52,7 +60,9 @@ def connect(path: str | Path, read_only: bool = False, wait_s: float | None = No
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    config = {"memory_limit": memory_limit} if memory_limit else {}
+    config = {"storage_compatibility_version": STORAGE_VERSION}
+    if memory_limit:
+        config["memory_limit"] = memory_limit
     deadline = time.monotonic() + wait_s
     delay = 0.05
     while True:
