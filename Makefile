@@ -32,7 +32,7 @@ advance: $(STAMP)
 	$(BIN)/sap-ometria advance
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 ## Dagster UI (webserver + daemon, so schedules and sensors tick) on $(HOST):$(PORT).
 ui: $(STAMP)

@@ -24,6 +24,7 @@ from sap_ometria_assets.lib.sap.descriptions import column_description, sql_colu
 from sap_ometria_assets.lib.sap.tables import all_table_names, contract_columns
 from sap_ometria_assets.lib.sync_exceptions.register import EXCEPTIONS_DDL
 from sap_ometria_assets.lib.warehouse.sql import ddl_columns
+from tests.fakes.service_layer import with_contract_nulls
 
 ROOT = Path(__file__).resolve().parents[1]
 METADATA_XML = Path("/work/shared/samples/service_layer_v1_metadata_real.xml")
@@ -100,10 +101,10 @@ def test_landing_reports_every_landed_column_described_udfs_from_userfieldsmd(
         "UserFieldsMD": [{"TableName": "OCRD", "FieldID": 0, "Name": "LoyaltyTier",
                           "Type": "db_Alpha", "SubType": "st_None", "Size": 10,
                           "Description": "Loyalty tier"}],
-        "BusinessPartners": [{"CardCode": "C001", "CardName": "Ann Lee", "CardType": "cCustomer",
-                              "EmailAddress": "ann@example.co.uk", "Notes": "VIP",
-                              "U_LoyaltyTier": "Gold", "UpdateDate": "2024-03-01T00:00:00Z",
-                              "UpdateTime": "09:00:00", "BPAddresses": []}],
+        "BusinessPartners": [with_contract_nulls("ocrd", {
+            "CardCode": "C001", "CardName": "Ann Lee", "CardType": "cCustomer",
+            "EmailAddress": "ann@example.co.uk", "Notes": "VIP", "U_LoyaltyTier": "Gold",
+            "UpdateDate": "2024-03-01T00:00:00Z", "UpdateTime": "09:00:00", "BPAddresses": []})],
     }
     fake = make_fake_sl(company)
     wanted = [a for a in sap_raw_assets if a.node_def.name in ("sap_raw__cufd", "sap_raw__ocrd")]

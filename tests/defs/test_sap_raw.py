@@ -8,6 +8,7 @@ from decimal import Decimal
 import dagster as dg
 import duckdb
 import pytest
+from tests.fakes.service_layer import company_with_contract_nulls
 
 from sap_ometria_assets.defs.sap_raw.assets import sap_raw_assets
 from sap_ometria_assets.defs.resources import SapB1Resource
@@ -81,7 +82,8 @@ def _company(items: list[dict]) -> dict[str, list[dict]]:
 
 @pytest.fixture
 def served_company(make_fake_sl, monkeypatch, real_items):
-    fake = make_fake_sl(_company(real_items), default_page_size=3)
+    # every other property null, as a real Service Layer serves them (the contract checks run)
+    fake = make_fake_sl(company_with_contract_nulls(_company(real_items)), default_page_size=3)
     with fake.serve() as url:
         monkeypatch.setenv("SAP_B1_SERVICE_LAYER_URL", url)
         monkeypatch.setenv("SAP_B1_PASSWORD", fake.password)

@@ -375,3 +375,36 @@ class FakeServiceLayer:
             self.host = old_host
 
 
+
+
+def with_contract_nulls(table: str, record: dict) -> dict:
+    """`record` with every contract property of `table` it lacks set to null, as a real Service
+    Layer returns every property of an entity (nulls included)."""
+    from sap_ometria_assets.lib.sap.tables import contract_columns
+
+    return {**{c: None for c in contract_columns(table) if not c.startswith("_")}, **record}
+
+
+def company_with_contract_nulls(company: dict[str, list[dict]],
+                                keep: tuple[str, ...] = ("Items",)) -> dict[str, list[dict]]:
+    """Every entity set of a hand-written `company` (and its line collections) with the contract
+    properties it lacks set to null. `keep`: entity sets served as given (recorded samples)."""
+    from sap_ometria_assets.lib.sap.tables import SAP_TABLES
+
+    specs = {s.entity_set: s for s in SAP_TABLES if s.entity_set not in keep}
+    out = {}
+    for entity_set, records in company.items():
+        spec = specs.get(entity_set)
+        if spec is None:
+            out[entity_set] = records
+            continue
+        padded = []
+        for record in records:
+            record = with_contract_nulls(spec.table, record)
+            for child in spec.children:
+                if isinstance(record.get(child.collection), list):
+                    record[child.collection] = [with_contract_nulls(child.table, r)
+                                                for r in record[child.collection]]
+            padded.append(record)
+        out[entity_set] = padded
+    return out

@@ -19,6 +19,7 @@ import yaml
 from faultkit import Run, _defs, query
 
 from sap_ometria_assets.defs.automation.jobs import deletion_scan_run_config
+from sap_ometria_assets.defs.sap_raw.checks import landing_checks
 from sap_ometria_assets.lib.config.settings import PROJECT_ROOT, get_settings
 from sap_ometria_assets.lib.transforms import build_state as bs
 from sap_ometria_assets.lib.transforms import contacts_build as cb
@@ -28,7 +29,9 @@ from sap_ometria_assets.lib.transforms.tables import load_run_mapping
 def _sync(scan: bool = False) -> dict:
     """Land the business partners (with the key scan when `scan`), build the contacts; their metadata."""
     keys = [dg.AssetKey(["sap_raw", t]) for t in ("cufd", "ocrg", "ocrd")] + [dg.AssetKey(["ometria", "contacts"])]
-    selection = dg.AssetSelection.assets(*keys).required_multi_asset_neighbors().without_checks()
+    # the landing's own checks are part of its steps; the separate check steps are left out
+    selection = (dg.AssetSelection.assets(*keys).required_multi_asset_neighbors().without_checks()
+                 | landing_checks(("cufd", "ocrg", "ocrd", "crd1")))
     job = dg.Definitions.merge(_defs(), dg.Definitions(jobs=[dg.define_asset_job("contacts_sync", selection)]))
     job = job.resolve_job_def("contacts_sync")
     ops = {n.name for n in job.nodes}

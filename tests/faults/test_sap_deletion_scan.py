@@ -25,7 +25,7 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "cont
 def _sync_with_scan() -> Run:
     """A full sync whose master data is landed with the nightly key scan."""
     instance = dg.DagsterInstance.ephemeral()
-    job = _job(SYNC, ())
+    job = _job(SYNC)
     return Run(job.execute_in_process(run_config=deletion_scan_run_config(), instance=instance,
                                       raise_on_error=False), instance)
 

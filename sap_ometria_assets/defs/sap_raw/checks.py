@@ -17,6 +17,7 @@ Both are evaluated by the step that lands the table (`landing_check_specs`,
   part of the day over the trailing weeks.
 """
 
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -55,12 +56,13 @@ def landing_check_specs(tables: list[str]) -> list[dg.AssetCheckSpec]:
     return specs
 
 
-def landing_checks() -> dg.AssetSelection:
-    """Every landed table's contract and schema_drift checks: part of the landing steps, so a
-    selection of the landing without check steps still holds them (`without_checks()` | this)."""
+def landing_checks(tables: Iterable[str] | None = None) -> dg.AssetSelection:
+    """The contract and schema_drift checks of the landed `tables` (default: all): part of the
+    landing steps, so a selection of those landings without check steps must still hold them
+    (`without_checks()` | this)."""
     return dg.AssetSelection.checks(*(
         dg.AssetCheckKey(dg.AssetKey(["sap_raw", t]), name)
-        for t in all_table_names() for name in ("contract", "schema_drift")))
+        for t in (tables or all_table_names()) for name in ("contract", "schema_drift")))
 
 
 def landing_check_results(con, tables: list[str]):
