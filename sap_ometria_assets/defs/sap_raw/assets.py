@@ -33,6 +33,7 @@ from sap_ometria_assets.lib.sap.tables import (
     contract_columns,
 )
 from sap_ometria_assets.lib.config.settings import get_settings
+from sap_ometria_assets.lib.warehouse.sql import table_columns
 from sap_ometria_assets.defs.resources import WarehouseResource
 
 GROUP = "sap_raw"
@@ -74,11 +75,7 @@ def _declared_schema(spec: SapTable, table: str) -> dg.TableSchema:
 
 def _column_schema(con, table: str) -> dg.TableSchema:
     """Every landed column with its type and description (UDFs from sap_raw.cufd)."""
-    rows = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? "
-        "AND table_name = ? ORDER BY ordinal_position", [GROUP, table],
-    ).fetchall()
-    return _described(table, dict(rows), udf_descriptions(con, table))
+    return _described(table, table_columns(con, GROUP, table), udf_descriptions(con, table))
 
 
 def _metadata(con, result: LandResult, table: str) -> dict:

@@ -244,9 +244,7 @@ def unreadable_values(con: duckdb.DuckDBPyConnection, table: str,
 
 
 def _table_column_names(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    return [r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'sap_raw' "
-        "AND table_name = ?", [table]).fetchall()]
+    return list(table_columns(con, "sap_raw", table))
 
 
 def check_contract(con: duckdb.DuckDBPyConnection, table: str, min_share: float = 0.5,

@@ -36,8 +36,14 @@ def fqn(schema: str, table: str) -> str:
     return f"{q(schema)}.{q(table)}"
 
 
+# DESCRIBE reads one entry of the catalogue (under 1 ms); information_schema builds the rows of
+# every table and column first (4-9 ms a query), and a sync asks these questions hundreds of
+# times. A name DESCRIBE cannot resolve (missing, or a view whose own inputs are missing) is
+# answered by information_schema, so the answer is the same as before in every case.
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     """A table or view of that name exists in the schema."""
+    if _describe(con, schema, table) is not None:
+        return True
     rows = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
         [schema, table],
@@ -47,12 +53,24 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
 
 def table_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
     """Column name -> DuckDB type, in table order; empty when the table does not exist."""
+    described = _describe(con, schema, table)
+    if described is not None:
+        return described
     rows = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
         [schema, table],
     ).fetchall()
     return {name: dtype for name, dtype in rows}
+
+
+def _describe(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str] | None:
+    # A catalogue error does not abort an open transaction (a binder error, not an execution one).
+    try:
+        rows = con.execute(f"DESCRIBE {fqn(schema, table)}").fetchall()
+    except (duckdb.CatalogException, duckdb.BinderException):
+        return None
+    return {name: dtype for name, dtype, *_ in rows}
 
 
 def has_column(con: duckdb.DuckDBPyConnection, schema: str, table: str, column: str) -> bool:
