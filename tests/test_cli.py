@@ -100,28 +100,11 @@ def test_summary_speaks_in_business_objects_and_money_with_its_meaning():
 def _demo(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items()
                if not k.startswith(("SAP_OMETRIA_", "OMETRIA_", "SAP_B1_", "DAGSTER_"))}
-    environ.update(SAP_OMETRIA_DEMO_DIR=str(tmp_path / "demo"), SAP_OMETRIA_DEMO_SCALE="0.1",
+    environ.update(SAP_OMETRIA_DEMO_DIR=str(tmp_path / "demo"), SAP_OMETRIA_DEMO_SCALE="0.02",
                    COLUMNS="120", **env)
     return subprocess.run([sys.executable, "-m", "sap_ometria_assets.cli", "demo"], cwd=PROJECT_ROOT,
                           env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=600)
-
-
-def test_demo_prints_a_short_summary_with_money_in_the_company_currency(tmp_path):
-    proc = _demo(tmp_path)
-    out = proc.stdout
-    assert proc.returncode == 0, out
-    lines = out.strip().splitlines()
-    assert len(lines) <= 40, out
-    assert "DEBUG" not in out and "finished" not in out.lower()
-    phases = ("landing", "building", "pushing", "checking", "reconciling", "publishing")
-    shown = [line.split()[0] for line in lines if line.split() and line.split()[0] in phases]
-    assert tuple(shown) == phases, out  # one line per phase, in phase order
-    assert all(" done " in line for line in lines if line.split() and line.split()[0] in phases)
-    assert "GBP " in out and "Look at these first:" in out
-    log = next(line for line in lines if "Log: " in line).split("Log: ")[1].split(";")[0]
-    logged = (PROJECT_ROOT / log).read_text()
-    assert "DEBUG" in logged and "STEP_SUCCESS" in logged  # Dagster's event log is in the file
 
 
 def test_failed_sync_ends_with_failed_the_cause_and_no_finished(tmp_path):

@@ -2,9 +2,10 @@
 lake never block a sync and never see half of one; `sap-ometria sql --as-of` reproduces a
 past sync's figures exactly; `sap-ometria snapshots` lists them.
 
-One module-scoped story keeps it to three small syncs: sync 1; then, with a reader holding a
-connection open and a poller reading every 100 ms in other processes, sync 2 (nothing new)
-and, after the demo company's clock advances, sync 3 (incremental).
+One module-scoped story keeps it to three small syncs: sync 1 (its screen is what `make demo`
+prints, checked here too); then, with a reader holding a connection open and a poller reading
+every 100 ms in other processes, sync 2 (nothing new) and, after the demo company's clock
+advances, sync 3 (incremental).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _env(demo_dir: Path) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items()
                if not k.startswith(("SAP_OMETRIA_", "OMETRIA_", "SAP_B1_", "DAGSTER_"))}
     # a sync that had to wait for the warehouse would fail fast: nothing may hold it
-    environ.update(SAP_OMETRIA_DEMO_DIR=str(demo_dir), SAP_OMETRIA_DEMO_SCALE="0.1",
+    environ.update(SAP_OMETRIA_DEMO_DIR=str(demo_dir), SAP_OMETRIA_DEMO_SCALE="0.02",
                    SAP_OMETRIA_DUCKDB_LOCK_WAIT_S="2", COLUMNS="120")
     return environ
 
@@ -116,9 +117,27 @@ def story(tmp_path_factory):
                 proc.kill()
     return {
         "demo_dir": demo_dir, "lake": lake, "first_id": first_id, "first_revenue": first_revenue,
+        "first": first,
         "syncs": (again, advanced, incremental), "held": (held_before, held_after),
         "polls": [json.loads(line) for line in polls.read_text().splitlines()],
     }
+
+
+def test_demo_prints_a_short_summary_with_money_in_the_company_currency(story):
+    """`make demo` as a marketing lead reads it: one line per phase, money in GBP, what to look
+    at first; Dagster's own event log goes to the file it names, not the screen."""
+    out = story["first"].stdout
+    lines = out.strip().splitlines()
+    assert len(lines) <= 40, out
+    assert "DEBUG" not in out and "finished" not in out.lower()
+    phases = ("landing", "building", "pushing", "checking", "reconciling", "publishing")
+    shown = [line.split()[0] for line in lines if line.split() and line.split()[0] in phases]
+    assert tuple(shown) == phases, out  # one line per phase, in phase order
+    assert all(" done " in line for line in lines if line.split() and line.split()[0] in phases)
+    assert "GBP " in out and "Look at these first:" in out
+    log = next(line for line in lines if "Log: " in line).split("Log: ")[1].split(";")[0]
+    logged = (PROJECT_ROOT / log).read_text()  # relative to the project, or absolute
+    assert "DEBUG" in logged and "STEP_SUCCESS" in logged  # Dagster's event log is in the file
 
 
 def test_a_reader_holding_a_snapshot_open_never_blocks_a_sync_and_keeps_its_view(story):
