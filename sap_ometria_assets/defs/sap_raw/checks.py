@@ -17,7 +17,7 @@ Both are evaluated by the step that lands the table (`landing_check_specs`,
   part of the day over the trailing weeks.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -36,24 +36,27 @@ from sap_ometria_assets.defs.resources import WarehouseResource
 # few metadata queries. A failed blocking contract fails the landing step with Dagster's
 # DagsterAssetCheckFailedError after the tables' materialisations, so what is downstream of
 # them does not run, exactly as a separate blocking check step would.
+# name -> (blocking, severity when it cannot be evaluated, description of the check on a table)
+_LANDING_CHECKS: dict[str, tuple[bool, dg.AssetCheckSeverity, Callable[[str], str]]] = {
+    # a contract that cannot be verified blocks: nothing is built from an unverified extract
+    "contract": (True, dg.AssetCheckSeverity.ERROR, lambda table: (
+        f"Blocking: sap_raw.{table} has every essential contract column of lib/sap/tables.py "
+        "with its type, in the latest extract and in the table. Fails (and stops what is "
+        "downstream of this table) on a removed column or a changed type; an optional contract "
+        "column missing or retyped only warns, naming it.")),
+    "schema_drift": (False, dg.AssetCheckSeverity.WARN, lambda table: (
+        f"WARN when SAP's extract of {table.upper()} gains a column beyond the contract (e.g. a "
+        "new UDF) or one had to be widened, naming it; or when some values of a contract column "
+        "could not be read (too few to block). Landed either way; mapped to Ometria only "
+        "through data/mapping.yaml.")),
+}
+
+
 def landing_check_specs(tables: list[str]) -> list[dg.AssetCheckSpec]:
     """`contract` (blocking) and `schema_drift` (WARN) for each table a landing step writes."""
-    specs = []
-    for table in tables:
-        key = dg.AssetKey(["sap_raw", table])
-        specs.append(dg.AssetCheckSpec(
-            "contract", asset=key, blocking=True,
-            description=f"Blocking: sap_raw.{table} has every essential contract column of "
-            "lib/sap/tables.py with its type, in the latest extract and in the table. Fails (and "
-            "stops what is downstream of this table) on a removed column or a changed type; an "
-            "optional contract column missing or retyped only warns, naming it."))
-        specs.append(dg.AssetCheckSpec(
-            "schema_drift", asset=key, blocking=False,
-            description=f"WARN when SAP's extract of {table.upper()} gains a column beyond the "
-            "contract (e.g. a new UDF) or one had to be widened, naming it; or when some values "
-            "of a contract column could not be read (too few to block). Landed either way; "
-            "mapped to Ometria only through data/mapping.yaml."))
-    return specs
+    return [dg.AssetCheckSpec(name, asset=dg.AssetKey(["sap_raw", table]), blocking=blocking,
+                              description=describe(table))
+            for table in tables for name, (blocking, _, describe) in _LANDING_CHECKS.items()]
 
 
 def landing_checks(tables: Iterable[str] | None = None) -> dg.AssetSelection:
@@ -62,7 +65,7 @@ def landing_checks(tables: Iterable[str] | None = None) -> dg.AssetSelection:
     (`without_checks()` | this)."""
     return dg.AssetSelection.checks(*(
         dg.AssetCheckKey(dg.AssetKey(["sap_raw", t]), name)
-        for t in (tables or all_table_names()) for name in ("contract", "schema_drift")))
+        for t in (tables or all_table_names()) for name in _LANDING_CHECKS))
 
 
 def landing_check_results(con, tables: list[str]):
@@ -70,26 +73,22 @@ def landing_check_results(con, tables: list[str]):
     evaluated says why: a contract as a blocking ERROR (nothing is built from an extract that
     could not be verified), schema_drift as a WARN."""
     settings = get_checks_config().contracts
+    evaluations = {
+        "contract": lambda key, table: contract_result(key, check_contract(
+            con, table, settings.type_change_min_share, settings.type_change_min_rows)),
+        "schema_drift": lambda key, table: drift_result(key, schema_drift(
+            con, table, datetime.now(timezone.utc), settings.new_column_warn_days)),
+    }
     for table in tables:
         key = dg.AssetKey(["sap_raw", table])
-        try:
-            yield contract_result(key, check_contract(
-                con, table, settings.type_change_min_share, settings.type_change_min_rows))
-        except Exception as exc:  # noqa: BLE001 - named in the result, which blocks
-            yield dg.AssetCheckResult(
-                asset_key=key, check_name="contract", passed=False,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=f"The contract of {table.upper()} could not be checked: {exc}")
-        try:
-            report = schema_drift(con, table, datetime.now(timezone.utc),
-                                  settings.new_column_warn_days)
-        except Exception as exc:  # noqa: BLE001 - a WARN check must not fail the landing
-            yield dg.AssetCheckResult(
-                asset_key=key, check_name="schema_drift", passed=False,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"Schema drift of {table.upper()} could not be evaluated: {exc}")
-            continue
-        yield drift_result(key, report)
+        for name, evaluate in evaluations.items():
+            try:
+                yield evaluate(key, table)
+            except Exception as exc:  # noqa: BLE001 - named in the result; never fails the landing
+                yield dg.AssetCheckResult(
+                    asset_key=key, check_name=name, passed=False,
+                    severity=_LANDING_CHECKS[name][1],
+                    description=f"{name} of {table.upper()} could not be evaluated: {exc}")
 
 
 def contract_result(key: dg.AssetKey, report) -> dg.AssetCheckResult:
@@ -110,9 +109,7 @@ def contract_result(key: dg.AssetKey, report) -> dg.AssetCheckResult:
             "missing_columns": dg.MetadataValue.json(dict(sorted(report.removed.items()))),
             "type_changes": _type_changes(report.retyped),
             "columns_beyond_contract": len(report.extra),
-            "unreadable_values_below_threshold": dg.MetadataValue.json(
-                {c: {"records": n, "of": m, "example": ex}
-                 for c, (n, m, ex) in report.unreadable.items()}),
+            "unreadable_values_below_threshold": _unreadable(report),
         },
     )
 
@@ -127,11 +124,14 @@ def drift_result(key: dg.AssetKey, report) -> dg.AssetCheckResult:
             "new_columns": dg.MetadataValue.json(report.new),
             "type_widened": dg.MetadataValue.json(
                 {c: {"from": a, "to": b} for c, (a, b) in report.widened.items()}),
-            "unreadable_values": dg.MetadataValue.json(
-                {c: {"records": n, "of": m, "example": ex}
-                 for c, (n, m, ex) in report.unreadable.items()}),
+            "unreadable_values": _unreadable(report),
         },
     )
+
+
+def _unreadable(report) -> dg.MetadataValue:
+    return dg.MetadataValue.json({c: {"records": n, "of": m, "example": ex}
+                                  for c, (n, m, ex) in report.unreadable.items()})
 
 
 def _type_changes(changes) -> dg.MetadataValue:
