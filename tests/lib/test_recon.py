@@ -203,6 +203,26 @@ def test_payload_versions_remember_when_a_change_first_appeared(con):
     assert first["C001"] == T0 + timedelta(hours=2) and first["C002"] == T0
 
 
+def test_payload_versions_of_a_feed_not_built_are_kept(con):
+    track_pending_changes(con, T0)
+    count = "SELECT count(*) FROM recon.payload_versions WHERE feed = 'products'"
+    before = con.execute(count).fetchall()[0][0]
+    con.execute("DROP TABLE ometria.products")
+    assert track_pending_changes(con, T0 + timedelta(hours=1)) == 0
+    assert con.execute(count).fetchall()[0][0] == before > 0
+
+
+def test_money_rounds_every_sum_as_a_direct_cast_would(con):
+    create_recon_views(con, FACTS, CONFIG)
+    values = ["0.005", "-0.005", "0.004999", "12.344999", "999999999999.995", "-123456789012345.675",
+              "9999999999999999.994"]
+    for text in values:
+        v = f"CAST({text!r} AS DECIMAL(38,6))"
+        got, want = con.execute(f"SELECT recon.money({v}), CAST({v} AS DECIMAL(19,2))").fetchall()[0]
+        assert got == want, text
+    assert con.execute("SELECT recon.money(NULL)").fetchall()[0][0] is None
+
+
 class FakeReadBackClient:
     def __init__(self):
         self.collections = []

@@ -66,3 +66,17 @@ def test_full_pass_due_when_missing_redefined_or_old():
     assert full_pass_due(con, "recon", "t", definition, now + timedelta(hours=25), 0) is None
     assert full_pass_due(con, "recon", "t", definition_hash("SELECT 2"), now, 24) == \
         "its definition changed"
+
+
+def test_a_source_column_that_widens_still_refreshes_to_the_full_build():
+    # A landed column can widen (INTEGER -> BIGINT) while the table keeps the old type: the
+    # rows must then look changed (and be rebuilt), never unchanged.
+    con = duckdb.connect()
+    con.execute("CREATE TABLE src AS SELECT i AS id, 1 AS version, 'n' AS note, 'b' || i AS body "
+                "FROM range(50) t(i)")
+    con.execute("CREATE TABLE out AS SELECT CAST(id AS INTEGER) AS id, version, note, upper(body) "
+                "AS body FROM src")
+    con.execute("UPDATE src SET body = 'changed' WHERE id = 7")
+    con.execute("UPDATE src SET version = 2 WHERE id = 7")
+    refresh_table(con, "out", SOURCE, IDENTITY, _rows)
+    assert sorted(con.execute("FROM out").fetchall(), key=repr) == _full(con)

@@ -195,12 +195,12 @@ def view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bo
                 SELECT card_code, count(*) AS n FROM recon.unacknowledged_orders GROUP BY 1
             ), {LATEST_READ_OK}, j AS (
                 SELECT k.card_code, k.currency,
-                       CAST(coalesce(sap.orders, 0) AS DECIMAL(19,2)) AS sap_orders,
-                       CAST(coalesce(sap.credit_memos, 0) AS DECIMAL(19,2)) AS sap_credit_memos,
-                       CAST(coalesce(sap.net, 0) AS DECIMAL(19,2)) AS sap_net,
-                       CAST(coalesce(sap.net_local, 0) AS DECIMAL(19,2)) AS sap_net_local,
-                       CAST(coalesce(sent.net, 0) AS DECIMAL(19,2)) AS sent_net,
-                       CASE WHEN snap.available THEN CAST(coalesce(om.net, 0) AS DECIMAL(19,2)) END
+                       recon.money(coalesce(sap.orders, 0)) AS sap_orders,
+                       recon.money(coalesce(sap.credit_memos, 0)) AS sap_credit_memos,
+                       recon.money(coalesce(sap.net, 0)) AS sap_net,
+                       recon.money(coalesce(sap.net_local, 0)) AS sap_net_local,
+                       recon.money(coalesce(sent.net, 0)) AS sent_net,
+                       CASE WHEN snap.available THEN recon.money(coalesce(om.net, 0)) END
                          AS ometria_net,
                        {_sides_joined('card_code')}
             )
@@ -258,11 +258,11 @@ def view_specs(facts: MappingFacts, config: ChecksConfig, ledger_has_payload: bo
             ), {LATEST_READ_OK}, j AS (
                 SELECT k.day, k.currency,
                        coalesce(sap.n, 0) AS sap_orders,
-                       CAST(coalesce(sap.value, 0) AS DECIMAL(19,2)) AS sap_value,
+                       recon.money(coalesce(sap.value, 0)) AS sap_value,
                        coalesce(sent.n, 0) AS sent_orders,
-                       CAST(coalesce(sent.value, 0) AS DECIMAL(19,2)) AS sent_value,
+                       recon.money(coalesce(sent.value, 0)) AS sent_value,
                        CASE WHEN snap.available THEN coalesce(om.n, 0) END AS ometria_orders,
-                       CASE WHEN snap.available THEN CAST(coalesce(om.value, 0) AS DECIMAL(19,2)) END
+                       CASE WHEN snap.available THEN recon.money(coalesce(om.value, 0)) END
                          AS ometria_value,
                        {_sides_joined('day')}
             )

@@ -35,6 +35,17 @@ def _order_unknown_customer(ctx: RuleContext) -> str:
 
 
 def _line_unknown_item(ctx: RuleContext) -> str:
+    # The item codes the lines use are collected, then judged once each, before any line is
+    # read: in one statement (even with a MATERIALIZED CTE) duckdb pushes trim() and the item
+    # lookup down to every line (0.45 s for 3.1M order lines at x100; 0.1 s this way).
+    ctx.con.execute("""CREATE OR REPLACE TEMP TABLE _line_item_codes AS
+        SELECT "ItemCode" AS code FROM raw_rdr1 UNION SELECT "ItemCode" FROM raw_rin1""")
+    ctx.con.execute("""
+        CREATE OR REPLACE TEMP TABLE _unknown_item_codes AS
+        SELECT c.code FROM _line_item_codes c
+        LEFT JOIN raw_oitm i ON i."ItemCode" = c.code
+        WHERE nullif(trim(c.code), '') IS NOT NULL
+          AND (i."ItemCode" IS NULL OR i."_deleted_at" IS NOT NULL)""")
     parts = []
     for entity, header, lines, label in (
         ("order_line", "raw_ordr", "raw_rdr1", "order"),
@@ -48,10 +59,10 @@ def _line_unknown_item(ctx: RuleContext) -> str:
                ' has item ' || l."ItemCode" ||
                CASE WHEN i."ItemCode" IS NULL THEN ', which does not exist in SAP'
                     ELSE ', which was deleted in SAP' END AS detail
-        FROM {lines} l JOIN {header} h ON h."DocEntry" = l."DocEntry"
+        FROM {lines} l JOIN _unknown_item_codes u ON u.code = l."ItemCode"
+        JOIN {header} h ON h."DocEntry" = l."DocEntry"
         LEFT JOIN raw_oitm i ON i."ItemCode" = l."ItemCode"
         WHERE {not_cancellation('h')}
-          AND nullif(trim(l."ItemCode"), '') IS NOT NULL
           AND (i."ItemCode" IS NULL OR i."_deleted_at" IS NOT NULL)""")
     return " UNION ALL ".join(parts)
 
