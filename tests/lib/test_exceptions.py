@@ -325,6 +325,17 @@ def test_still_firing_keeps_first_seen_fixed_resolves_and_broken_again_reopens(c
     assert con.execute("SELECT count(*) FROM ops.exception_history").fetchall()[0][0] == 5 * len(rules)
 
 
+def test_an_open_exception_whose_record_changes_keeps_its_row_with_the_new_detail(con):
+    con.execute("UPDATE sap_raw.ocrd SET EmailAddress = 'bob@@example' WHERE CardCode = 'C002'")
+    rules = (RULES_BY_ID["contact_invalid_email"],)
+    run(con, T0, rules=rules)
+    con.execute("UPDATE sap_raw.ocrd SET EmailAddress = 'bob@' WHERE CardCode = 'C002'")
+    run(con, T0 + timedelta(hours=1), rules=rules)
+    assert con.execute("SELECT first_seen, last_seen, resolved_at, detail FROM ops.sync_exceptions"
+                       ).fetchall() == [(T0, T0 + timedelta(hours=1), None,
+                                         'Email "bob@" is not a valid address')]
+
+
 def test_a_rule_whose_tables_are_missing_is_skipped_and_keeps_its_exceptions(con):
     _rejected(con)
     rules = _alone("ometria_rejected")

@@ -282,14 +282,25 @@ def _merge(con, now, facts, meta, evaluated, outcomes) -> None:
                    ON s.rule = f.rule AND s.entity = f.entity AND s.record_key = f.record_key
             WHERE s.rule IS NULL OR s.resolved_at IS NOT NULL
             GROUP BY 1""").fetchall())
+        # last_seen on every row still flagged, the other columns only where they change: an
+        # UPDATE rewrites each column it sets, and rewriting eight columns of every open
+        # exception cost 0.33 s a sync at x100 (25,000 rows) for a few that change.
+        con.execute("""
+            UPDATE ops.sync_exceptions AS s SET last_seen = $now FROM _fired_final f
+            WHERE s.rule = f.rule AND s.entity = f.entity AND s.record_key = f.record_key""",
+            {"now": now})
         con.execute("""
             UPDATE ops.sync_exceptions AS s
-            SET last_seen = $now, resolved_at = NULL, detail = f.detail, impact = f.impact,
+            SET resolved_at = NULL, detail = f.detail, impact = f.impact,
                 currency = $cur, severity = f.severity, owner = f.owner, fix_hint = f.fix_hint
             FROM (SELECT f.*, m.severity, m.owner, m.fix_hint
                   FROM _fired_final f JOIN _rule_meta m ON m.rule = f.rule) AS f
-            WHERE s.rule = f.rule AND s.entity = f.entity AND s.record_key = f.record_key""",
-            {"now": now, "cur": local})
+            WHERE s.rule = f.rule AND s.entity = f.entity AND s.record_key = f.record_key
+              AND (s.resolved_at IS NOT NULL OR s.detail IS DISTINCT FROM f.detail
+                   OR s.impact IS DISTINCT FROM f.impact OR s.currency IS DISTINCT FROM $cur
+                   OR s.severity IS DISTINCT FROM f.severity OR s.owner IS DISTINCT FROM f.owner
+                   OR s.fix_hint IS DISTINCT FROM f.fix_hint)""",
+            {"cur": local})
         con.execute("""
             INSERT INTO ops.sync_exceptions
             SELECT f.rule, f.entity, f.record_key, m.severity, m.owner, f.detail, f.impact, $cur,
