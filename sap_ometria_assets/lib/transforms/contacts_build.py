@@ -42,6 +42,24 @@ KEY_SET = "_rebuild_cards"      # temp table of the CardCodes to rebuild
 _CARD = 'CAST("CardCode" AS VARCHAR)'
 
 
+
+def remember_kept_verdicts(con: duckdb.DuckDBPyConnection, emails: pl.Series) -> int:
+    """Take the kept email-validator verdicts (`ometria._email_verdicts`) of these addresses
+    (raw SAP EmailAddress values; matched ignoring case and surrounding blanks, so a few more
+    may come along), so a build of some partners does not ask the library again for addresses
+    an earlier run judged (~25 us each: 0.6 s for the 24,000 customers of an hour's orders at
+    x100). Returns how many were taken."""
+    if emails.len() == 0 or not table_exists(con, "ometria", EMAIL_VERDICTS):
+        return 0
+    wanted = pl.DataFrame({"a": emails.cast(pl.String).str.strip_chars().str.to_lowercase().unique()})
+    con.register("_wanted_addresses", wanted)
+    try:
+        kept = con.sql(f"SELECT v.* FROM ometria.{EMAIL_VERDICTS} v "
+                       "SEMI JOIN _wanted_addresses w ON w.a = lower(v.address)").pl()
+    finally:
+        con.unregister("_wanted_addresses")
+    return remember_email_verdicts(kept)
+
 @dataclass
 class ContactsBuild:
     """What one build did: the rows it built (all, or the rebuilt ones), the id/payload_hash of
@@ -74,8 +92,10 @@ def build_contacts_table(con: duckdb.DuckDBPyConnection, mapping: Mapping, *, zo
     ocrg = read_raw(con, "ocrg", required=False)
     known = read_table(con, "ometria", PHONE_LOOKUP) if table_exists(con, "ometria", PHONE_LOOKUP) else None
     if full and table_exists(con, "ometria", EMAIL_VERDICTS):
-        # an incremental build checks a few addresses: cheaper than reading them all
         remember_email_verdicts(read_table(con, "ometria", EMAIL_VERDICTS))
+    elif ocrd is not None and "EmailAddress" in ocrd.columns:
+        # an incremental build checks a few addresses: those of its partners only
+        remember_kept_verdicts(con, ocrd["EmailAddress"].drop_nulls())
     phones = tc.phone_lookup(ocrd, mapping, known)  # type: ignore[arg-type]
     frame = tc.build_contacts(ocrd, ocrg, mapping, collection=collection, zone=zone,  # type: ignore[arg-type]
                               known_phones=phones, run_started_at=run_started_at)

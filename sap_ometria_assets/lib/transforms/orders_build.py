@@ -22,6 +22,7 @@ from sap_ometria_assets.lib.ometria.mapping import Mapping
 from sap_ometria_assets.lib.transforms import incremental as inc
 from sap_ometria_assets.lib.transforms import orders as to
 from sap_ometria_assets.lib.transforms import refunds as tr
+from sap_ometria_assets.lib.transforms.contacts_build import remember_kept_verdicts
 from sap_ometria_assets.lib.transforms.tables import fast_string_writes, previous_hashes, read_raw, write_ometria
 from sap_ometria_assets.lib.warehouse.db import append_rows
 from sap_ometria_assets.lib.warehouse.sql import table_exists, transaction
@@ -98,10 +99,13 @@ def build_orders_tables(con: duckdb.DuckDBPyConnection, mapping: Mapping, zone: 
 def build_from_warehouse(con: duckdb.DuckDBPyConnection, mapping: Mapping, zone: str,
                          filters: dict[str, str]) -> to.OrdersResult:
     """Read the projected (and, for a partial build, filtered) sources and build."""
-    return to.build_orders(to.OrderInputs(**{  # type: ignore[arg-type]
-        t: read_raw(con, t, required=t in ("ordr", "rdr1"), columns=c, where=filters.get(t))
-        for t, c in to.input_columns(mapping).items()
-    }), mapping, zone=zone)
+    inputs = {t: read_raw(con, t, required=t in ("ordr", "rdr1"), columns=c, where=filters.get(t))
+              for t, c in to.input_columns(mapping).items()}
+    ocrd = inputs.get("ocrd")
+    if ocrd is not None and "EmailAddress" in ocrd.columns:
+        # the orders carry their customers' emails, checked like the contacts'
+        remember_kept_verdicts(con, ocrd["EmailAddress"].drop_nulls())
+    return to.build_orders(to.OrderInputs(**inputs), mapping, zone=zone)  # type: ignore[arg-type]
 
 
 def stored_result(con: duckdb.DuckDBPyConnection) -> to.OrdersResult:
