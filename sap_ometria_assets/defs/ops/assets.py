@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
+from sap_ometria_assets.lib.config.settings import get_settings
 from sap_ometria_assets.lib.quality.checks_config import get_checks_config, mapping_facts
 from sap_ometria_assets.lib.quality.drift import create_trend_views
 from sap_ometria_assets.lib.sync_exceptions.catalogue import RULES_BY_ID
@@ -56,7 +57,9 @@ def _now() -> datetime:
                 "what is wrong (`detail`) and how to fix it (`fix_hint`). A row stays open "
                 "(`resolved_at` empty) while the problem exists; `first_seen` says since when. "
                 "Open exceptions: `SELECT * FROM ops.sync_exceptions WHERE resolved_at IS NULL "
-                "ORDER BY impact DESC`."
+                "ORDER BY impact DESC`. Rules that judge a document by its own rows only (order "
+                "totals) read the documents landed since the last evaluation and every document "
+                "at the nightly full pass (`ops.exception_scope`; the rules table says which)."
             ),
         ),
         dg.AssetSpec(
@@ -88,7 +91,8 @@ def ops_sync_exceptions(warehouse: WarehouseResource):
     facts = mapping_facts()
     now = _now()
     with warehouse.connect() as con:
-        result = evaluate_exceptions(con, now, config, facts)
+        result = evaluate_exceptions(con, now, config, facts,
+                                     full_pass_hours=get_settings().sap_ometria_full_pass_hours)
         create_trend_views(con, config.trend)
         top = open_exceptions(con).head(10)
         total_open = con.execute(

@@ -101,7 +101,8 @@ class Settings(BaseSettings):
     sap_ometria_full_pass_hours: float = Field(
         default=24.0, ge=0, le=8760,
         description="Incrementally built tables (contacts, orders, the large reconciliation "
-        "tables) are rebuilt in full when their last full build is older than this many hours; "
+        "tables, the document-local exception rules) are rebuilt in full when their last full "
+        "build is older than this many hours; "
         "0 turns the periodic pass off.",
     )
     sap_ometria_timezone: str = Field(

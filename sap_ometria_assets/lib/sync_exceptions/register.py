@@ -38,8 +38,9 @@ from sap_ometria_assets.lib.quality.sql_fragments import live_document
 from sap_ometria_assets.lib.sync_exceptions.catalogue import RULES, RULES_BY_ID
 from sap_ometria_assets.lib.sync_exceptions.rule import NotEvaluable, Rule, RuleContext
 from sap_ometria_assets.lib.sync_exceptions.rule_ids import HOLD_BACK_RULES, LAST_RULE
+from sap_ometria_assets.lib.sync_exceptions.scope import carry_unchanged, finish, plan_run
 from sap_ometria_assets.lib.sync_exceptions.sources import prepare_sources
-from sap_ometria_assets.lib.warehouse.sql import lit, transaction
+from sap_ometria_assets.lib.warehouse.sql import lit, table_exists, transaction
 
 # Line and stock keys are "<parent key>/<line>"; the root is the record Ometria receives.
 ROOT_ENTITY_SQL = """CASE entity WHEN 'order_line' THEN 'order'
@@ -201,8 +202,13 @@ def evaluate_exceptions(
     config: ChecksConfig | None = None,
     facts: MappingFacts | None = None,
     rules: tuple[Rule, ...] = RULES,
+    full_pass_hours: float | None = None,
 ) -> EvaluationResult:
     """Run every rule and bring `ops.sync_exceptions` / `ops.exception_history` up to date.
+
+    With `full_pass_hours`, a document-local rule (`Rule.scope`) is evaluated on the documents
+    landed since its previous evaluation, and on every document when its last full evaluation
+    is that old (lib/sync_exceptions/scope.py); without, every rule reads everything.
 
     `now` is passed in (never read from the clock here) so tests control time. A rule whose
     tables are missing is skipped and a rule whose SQL fails is reported as failed; neither
@@ -210,6 +216,7 @@ def evaluate_exceptions(
     """
     config = config or get_checks_config()
     facts = facts or mapping_facts()
+    register_reset = not table_exists(con, "ops", "sync_exceptions")
     ensure_tables(con)
     track_pending_changes(con, now)
     present = prepare_sources(con, facts)
@@ -233,8 +240,13 @@ def evaluate_exceptions(
                 rule.id, "skipped", reason=f"needs {', '.join(missing)}, which does not exist yet"
             )
             continue
+        run = None
         try:
+            if rule.scope and full_pass_hours is not None:
+                run = plan_run(con, rule, ctx, now, full_pass_hours, register_reset)
             fired = _run_rule(ctx, rule)
+            if run is not None and run.scoped:
+                fired += carry_unchanged(con, rule, run)
             if rule.id == LAST_RULE:
                 _covered_filter(ctx)
                 fired = con.execute(
@@ -245,7 +257,8 @@ def evaluate_exceptions(
                 if rule.population_sql not in populations:
                     populations[rule.population_sql] = con.execute(rule.population_sql).fetchall()[0][0]
                 population = populations[rule.population_sql]
-            outcomes[rule.id] = RuleOutcome(rule.id, "evaluated", fired=fired, population=population)
+            outcomes[rule.id] = RuleOutcome(rule.id, "evaluated", fired=fired, population=population,
+                                            reason=run.reason if run is not None and run.scoped else None)
         except NotEvaluable as exc:
             outcomes[rule.id] = RuleOutcome(rule.id, "skipped", reason=str(exc))
         except duckdb.Error as exc:
@@ -253,6 +266,9 @@ def evaluate_exceptions(
             outcomes[rule.id] = RuleOutcome(
                 rule.id, "failed", reason=f"{type(exc).__name__}: {_one_line(str(exc))}"
             )
+        finally:
+            finish(con, rule, ctx, run, outcomes.get(rule.id, RuleOutcome(rule.id, "failed")).status
+                   == "evaluated")
 
     _apply_impact(ctx)
     evaluated = [r for r, o in outcomes.items() if o.status == "evaluated"]

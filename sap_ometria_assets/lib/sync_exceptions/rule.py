@@ -30,10 +30,17 @@ class RuleContext:
     facts: MappingFacts
     now: datetime
     present: set[str]
+    # source view -> the view a rule reads instead (a document-local rule evaluated on the
+    # changed documents only, lib/sync_exceptions/scope.py)
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def local(self) -> str:
         return self.facts.local_currency
+
+    def src(self, view: str) -> str:
+        """The source view a rule reads, by its name (e.g. "raw_rdr1")."""
+        return self.sources.get(view, view)
 
 
 # What a rule's `impact` (the money at stake, in the company's local currency) means. A rule
@@ -87,6 +94,9 @@ class Rule:
     tags: tuple[str, ...] = field(default_factory=tuple)
     # key of IMPACT_MEANINGS; None: each flagged record's entity decides (rules on "record")
     impact: str | None = None
+    # document-local: (entity, header table, child tables) whose DocEntry decides what the rule
+    # says about a document, read through `ctx.src` (lib/sync_exceptions/scope.py)
+    scope: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.impact is None and self.entity != "record":

@@ -137,10 +137,10 @@ def _order_total_mismatch(ctx: RuleContext) -> str:
                    coalesce(h."RoundingDiffAmount", 0) AS rounding,
                    coalesce(l.lines, 0) + coalesce(h."VatSum", 0) - coalesce(h."TotalDiscount", 0)
                      + coalesce(e.freight, 0) + coalesce(h."RoundingDiffAmount", 0) AS expected
-            FROM {live_view} h
-            LEFT JOIN (SELECT "DocEntry", sum("LineTotal") AS lines FROM {lines} GROUP BY 1) l
+            FROM {ctx.src(live_view)} h
+            LEFT JOIN (SELECT "DocEntry", sum("LineTotal") AS lines FROM {ctx.src(lines)} GROUP BY 1) l
                    ON l."DocEntry" = h."DocEntry"
-            LEFT JOIN (SELECT "DocEntry", sum("LineTotal") AS freight FROM {expenses} GROUP BY 1) e
+            LEFT JOIN (SELECT "DocEntry", sum("LineTotal") AS freight FROM {ctx.src(expenses)} GROUP BY 1) e
                    ON e."DocEntry" = h."DocEntry"
         ) d
         WHERE abs(coalesce(d.doc_total, 0) - d.expected) > {tol}""")
@@ -248,6 +248,7 @@ DOCUMENT_RULES: tuple[Rule, ...] = (
         "correct the document or ask finance to confirm the total.",
         sql=_order_total_mismatch, requires=("sap_raw.ordr", "sap_raw.rdr1"),
         population_sql=POP_ORDERS,
+        scope=(("order", "ordr", ("rdr1", "rdr3")), ("credit_memo", "orin", ("rin1", "rin3"))),
     ),
     Rule(
         id="credit_memo_unlinked", entity="credit_memo", severity="WARN", owner="finance",
