@@ -15,7 +15,9 @@ memo rules, the line's gross total for line rules, the value of the missing stoc
 `IMPACT_MEANINGS` in rule.py), and money of different meanings is never added up. Each evaluation also appends one row per rule to
 `ops.exception_history`, so a trend per rule can be read over time (see `lib/quality/drift.py`).
 A rule whose tables are missing is skipped and one whose SQL fails is reported as failed; neither
-touches that rule's open exceptions. `open_exceptions()` reads the open ones back.
+touches that rule's open exceptions. A document-local rule may read only the documents landed
+since its last evaluation, its other open exceptions carried as they are (lib/sync_exceptions/
+scope.py). `open_exceptions()` reads the open ones back.
 """
 
 from __future__ import annotations
