@@ -256,6 +256,8 @@ def test_a_full_build_in_slices_equals_a_build_in_one_go(warehouse_path, tmp_pat
                 "credit_memos_counted", "credit_memos_negative_orders"):
         assert sliced["ometria/orders"][key] == one_go["ometria/orders"][key], key
     assert sliced["ometria/orders"]["payloads_unchanged"] == 3
+    with dg.instance_for_test() as instance:  # and it is the base of the next, incremental build
+        assert _materialize_orders(warehouse_path, instance)["ometria/orders"]["build_mode"] == "incremental"
 
 
 def test_a_full_build_that_fails_half_way_is_followed_by_a_full_build(warehouse_path, monkeypatch):
