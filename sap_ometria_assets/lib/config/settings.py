@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         default="2GB",
         description="DuckDB memory cap per connection (e.g. 2GB); above it DuckDB spills to disk.",
     )
+    sap_ometria_compact_hour_utc: int = Field(
+        default=2, ge=-1, le=23,
+        description="Hour of the day (UTC) in which syncs compact the warehouse's tables (DuckDB "
+        "rewrites row groups holding deleted rows when it checkpoints); in the other hours the "
+        "deleted rows stay in place, skipped by readers, until then. -1: every step compacts, "
+        "DuckDB's default (x100: 2-4 s an hour).",
+    )
     sap_ometria_duckdb_lock_wait_s: float = Field(
         default=120.0, ge=0, le=3600,
         description="How long a step waits for another process to release the warehouse file.",
