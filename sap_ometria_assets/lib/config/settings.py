@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         description="Hour of the day (UTC) in which syncs compact the warehouse's tables (DuckDB "
         "rewrites row groups holding deleted rows when it checkpoints); in the other hours the "
         "deleted rows stay in place, skipped by readers, until then. -1: every step compacts, "
-        "DuckDB's default (x100: 2-4 s an hour).",
+        "DuckDB's default (x100: 1.5-4 s an hour).",
     )
     sap_ometria_duckdb_lock_wait_s: float = Field(
         default=120.0, ge=0, le=3600,

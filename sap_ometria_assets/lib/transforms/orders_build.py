@@ -52,9 +52,10 @@ def build_orders_tables(con: duckdb.DuckDBPyConnection, mapping: Mapping, zone: 
     plan = inc.RebuildPlan("full rebuild requested") if full_rebuild else inc.plan_rebuild(con, print_)
     full = plan.full_reason is not None
     slices = full_build_slices(con) if full else 1
+    sliced = slices > 1
     if full:  # a full build that fails half-way must not be taken as a base for increments
         inc.forget_build(con)
-    if full and slices > 1:
+    if sliced:
         # in slices, each written before the next is built: the sources, the frames and a
         # million payloads never sit in memory at once
         previous = previous_hashes(con, "orders")
@@ -97,7 +98,7 @@ def build_orders_tables(con: duckdb.DuckDBPyConnection, mapping: Mapping, zone: 
         result = build_from_warehouse(con, mapping, zone, {"ordr": "false", "rdr1": "false", **dict.fromkeys(
             ("rdr3", "orin", "rin1", "rin3", "odln", "dln1", "inv1", "ocrd"), "false")})
         previous = previous_rebuilt_hashes(con)
-    if not (full and slices > 1):
+    if not sliced:  # a sliced build recorded itself before its checkpoint
         inc.record_build(con, high_water, print_, "full" if full else "incremental", datetime.now(UTC))
     return OrdersBuild(result, plan, full, previous)
 

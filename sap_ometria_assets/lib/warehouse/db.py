@@ -50,7 +50,7 @@ def compacts_now(compact_hour_utc: int, now: datetime | None = None) -> bool:
 
     An hourly sync deletes and re-inserts about 1% of the large tables' rows (merges, rebuilt
     orders, refreshed recon tables). When it checkpoints, DuckDB rewrites every row group of a
-    changed table that holds deleted rows (its vacuum): at x100, 2-4 s of each hour's 20 s went
+    changed table that holds deleted rows (its vacuum): at x100, 1.5-4 s of each hour's 20 s went
     to recompressing 100,000-row groups of order payloads to drop 2% of their rows. Left in
     place, deleted rows cost only space and scan time, so they are compacted by the syncs of one
     hour a day (`SAP_OMETRIA_COMPACT_HOUR_UTC`), which rewrite each changed table's row groups
